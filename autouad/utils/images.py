@@ -1,0 +1,138 @@
+"""Reading and writing images through SimpleITK, with 2D and 3D treated alike.
+
+Every image is handed around as a numpy array in SimpleITK's index order, (z, y, x) for volumes
+and (y, x) for 2D images, plus a ``Geometry`` that holds spacing, origin and direction in
+SimpleITK's (x, y[, z]) order, so that an output can be given exactly its input's geometry.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+IMAGE_2D_ENDINGS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SUPPORTED_ENDINGS = VOLUME_ENDINGS + IMAGE_2D_ENDINGS
+
+
+class ImageReadError(Exception):
+    """A file that cannot be read as an image; the message names the file."""
+
+
+def file_ending(path: str | Path) -> str | None:
+    name = str(path).lower()
+    for ending in sorted(SUPPORTED_ENDINGS, key=len, reverse=True):
+        if name.endswith(ending):
+            return ending
+    return None
+
+
+@dataclass
+class Geometry:
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+    size: tuple[int, ...]  # SimpleITK order (x, y[, z])
+
+    @property
+    def dimension(self) -> int:
+        return len(self.size)
+
+    @property
+    def array_shape(self) -> tuple[int, ...]:
+        return tuple(reversed(self.size))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Geometry":
+        return cls(tuple(d["spacing"]), tuple(d["origin"]), tuple(d["direction"]), tuple(d["size"]))
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> "Geometry":
+        return cls(tuple(float(v) for v in image.GetSpacing()), tuple(float(v) for v in image.GetOrigin()),
+                   tuple(float(v) for v in image.GetDirection()), tuple(int(v) for v in image.GetSize()))
+
+    def mismatch(self, other: "Geometry", rtol: float = 1e-4, atol: float = 1e-3) -> str | None:
+        """A short description of how ``other`` differs, or None when they agree."""
+        if self.size != other.size:
+            return f"size {other.size} != {self.size}"
+        for field in ("spacing", "origin", "direction"):
+            a, b = np.asarray(getattr(self, field)), np.asarray(getattr(other, field))
+            if not np.allclose(a, b, rtol=rtol, atol=atol):
+                return f"{field} {tuple(np.round(b, 4))} != {tuple(np.round(a, 4))}"
+        return None
+
+    def apply_to(self, image: sitk.Image) -> sitk.Image:
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+
+def read_sitk(path: str | Path) -> sitk.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        reason = next((ln.strip() for ln in first if "exception" not in ln.lower() and ln.strip()), "unreadable")
+        raise ImageReadError(f"{path}: unreadable or truncated image ({reason[:160]})") from None
+
+
+def rgb_to_grey(array: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma, the conversion PIL's 'L' mode uses, for RGB(A) X-rays stored as colour."""
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+    return array[..., :3].astype(np.float64) @ weights
+
+
+def read_image(path: str | Path, dtype=np.float32, grey: bool = True) -> tuple[np.ndarray, Geometry]:
+    """Read any supported image; colour 2D images are converted to grey when ``grey``."""
+    image = read_sitk(path)
+    geometry = Geometry.of(image)
+    array = sitk.GetArrayFromImage(image)
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        if not grey:
+            raise ImageReadError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per pixel")
+        array = rgb_to_grey(array)
+    return array.astype(dtype, copy=False), geometry
+
+
+def write_image(array: np.ndarray, path: str | Path, geometry: Geometry | None = None,
+                reference: sitk.Image | None = None) -> None:
+    """Write an array with the geometry of ``geometry`` or ``reference`` (atomically)."""
+    from autouad.utils.files import _temp_path_beside
+    import os
+
+    path = Path(path)
+    ending = file_ending(path)
+    if ending is None:
+        raise ValueError(f"{path}: unsupported file ending")
+    if ending in IMAGE_2D_ENDINGS and array.dtype != np.uint8 and ending != ".tif" and ending != ".tiff":
+        if array.dtype == np.bool_:
+            array = array.astype(np.uint8)
+        elif array.min() < 0 or array.max() > 255:
+            raise ValueError(f"{path}: 8-bit image formats need values in 0..255")
+        else:
+            array = np.round(array).astype(np.uint8)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    image = sitk.GetImageFromArray(array)
+    if reference is not None:
+        image.CopyInformation(reference)
+    elif geometry is not None and ending not in IMAGE_2D_ENDINGS[:3] + (".bmp",):
+        geometry.apply_to(image)
+    tmp = _temp_path_beside(path)
+    tmp_named = tmp.with_name(tmp.name + ending)  # SimpleITK picks the writer from the file ending
+    try:
+        sitk.WriteImage(image, str(tmp_named), useCompression=ending in (".nii.gz", ".nrrd", ".mha"))
+        os.replace(tmp_named, path)
+    finally:
+        for p in (tmp, tmp_named):
+            if p.exists():
+                p.unlink()

@@ -1,0 +1,81 @@
+"""Chest X-rays in class folders, as Kermany et al. (2018) ship them:
+{train,test[,val]}/{NORMAL,PNEUMONIA,...}/*.jpeg.
+
+The training NORMAL folder becomes the normal role (HealthyGAN's set B); every other training class
+becomes the unlabeled role (the mixed set A; its class is kept as an image-level label for
+evaluation only, never for training). test/ becomes the test split with its image labels.
+val/ (16 images in the original release) joins the training cases.
+Images are stored as 8-bit grey PNG, losslessly from the decoded source.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from autouad.dataset.raw_dataset import RawDatasetWriter
+from autouad.utils.images import IMAGE_2D_ENDINGS, read_image
+from dataset_conversion.convert import ConversionError
+
+FORMAT = "chestxray-folders"
+HELP = "X-rays in class folders: {train,test[,val]}/{NORMAL,<other classes>}/*.jpeg (Kermany et al.)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--normal-class", default="NORMAL", help="the folder name of the normal class (default NORMAL)")
+
+
+def patient_of(stem: str) -> str:
+    """Kermany file names: person123_bacteria_456 -> person123; IM-0115-0001 -> IM-0115;
+    NORMAL2-IM-0381-0001 -> NORMAL2-IM-0381. Anything else is its own patient."""
+    m = re.match(r"^(person\d+)_", stem)
+    if m:
+        return m.group(1)
+    m = re.match(r"^(.*IM-\d+)-\d+$", stem)
+    return m.group(1) if m else stem
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_2D_ENDINGS)
+
+
+def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None, overwrite: bool = False,
+            normal_class: str = "NORMAL") -> Path:
+    source = Path(source)
+    if not (source / "train").is_dir():
+        raise ConversionError(f"{source}: no train/ folder with class sub-folders")
+    if not (source / "train" / normal_class).is_dir():
+        raise ConversionError(f"{source / 'train'}: no {normal_class}/ folder for the normal class")
+    classes = sorted({d.name for split in ("train", "val", "test") if (source / split).is_dir()
+                      for d in (source / split).iterdir() if d.is_dir()})
+    abnormal = [c for c in classes if c != normal_class]
+    items = []  # (split, class, path)
+    for split in ("train", "val", "test"):
+        for cls in classes:
+            folder = source / split / cls
+            if folder.is_dir():
+                items += [("test" if split == "test" else "train", cls, p) for p in _images(folder)]
+    if not any(s == "train" for s, _, _ in items):
+        raise ConversionError(f"{source}: no images under train/")
+    with RawDatasetWriter(
+            dataset_id, name or "ChestXray", modality="X-ray", channel_names={"0": "X-ray"}, file_ending=".png",
+            description=f"chest X-rays from class folders; normal class {normal_class}, other classes {abnormal}",
+            image_label_names={"0": normal_class, "1": "abnormal (" + ", ".join(abnormal) + ")"},
+            conversion={"format": FORMAT, "source": str(source.resolve()), "options": {"normal_class": normal_class}},
+            raw_folder=raw_folder, overwrite=overwrite) as writer:
+        seen: set[str] = set()
+        for split, cls, path in tqdm(items, desc="converting X-rays", unit="image"):
+            case_id = re.sub(r"[^A-Za-z0-9_\-]", "_", f"{cls}_{path.stem}")
+            if case_id in seen:
+                raise ConversionError(f"{path}: two images map to case id {case_id}")
+            seen.add(case_id)
+            grey, _ = read_image(path, dtype=np.float64)
+            grey = np.clip(np.round(grey), 0, 255).astype(np.uint8)
+            if grey.ndim == 3 and grey.shape[0] == 1:
+                grey = grey[0]
+            is_normal = cls == normal_class
+            writer.add_case(case_id, [grey], role=("normal" if is_normal else "unlabeled") if split == "train" else None,
+                            split=split, label=0 if is_normal else 1, patient=patient_of(path.stem))
+    return writer.target
