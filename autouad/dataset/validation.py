@@ -1,0 +1,172 @@
+"""Checks of a raw dataset before anything is written from it.
+
+Every problem becomes one line ``<file>: <problem>``; the caller collects all of them into one
+report, so that a user fixes everything in one go instead of one error per run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autouad.dataset.raw_dataset import (CASE_KEYS_TEST, CASE_KEYS_TRAINING, MODALITIES,
+                                         NORMAL_REFERENCE_PROTOCOLS, OPTIONAL_KEYS, REQUIRED_KEYS, ROLES,
+                                         SPLIT_FOLDERS, CaseFiles, RawDataset)
+from autouad.preprocessing.orientation import Orientation, orientation_of
+from autouad.utils.images import SUPPORTED_ENDINGS, Geometry, ImageReadError, read_image
+
+
+class DatasetValidationError(Exception):
+    """Raised with every problem found; str() is the whole report."""
+
+    def __init__(self, dataset: str, problems: list[str]):
+        self.dataset = dataset
+        self.problems = problems
+        lines = [f"{dataset}: {len(problems)} problem(s) found; nothing was written:"]
+        lines += [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+def check_dataset_json(meta: dict, folder: Path) -> list[str]:
+    where = folder / "dataset.json"
+    problems = []
+    for key in REQUIRED_KEYS:
+        if key not in meta:
+            problems.append(f"{where}: required key '{key}' is missing")
+    for key in meta:
+        if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
+            problems.append(f"{where}: unknown key '{key}' (known: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})")
+    if meta.get("modality") not in MODALITIES and "modality" in meta:
+        problems.append(f"{where}: modality {meta['modality']!r} is not one of {', '.join(MODALITIES)}")
+    channels = meta.get("channel_names")
+    if channels is not None:
+        if not isinstance(channels, dict) or not channels:
+            problems.append(f"{where}: channel_names must be a non-empty mapping like {{\"0\": \"FLAIR\"}}")
+        elif sorted(channels, key=lambda k: int(k) if str(k).isdigit() else -1) != [str(i) for i in range(len(channels))]:
+            problems.append(f"{where}: channel_names keys must be \"0\"..\"{len(channels) - 1}\", got {list(channels)}")
+    if "file_ending" in meta and meta["file_ending"] not in SUPPORTED_ENDINGS:
+        problems.append(f"{where}: file_ending {meta['file_ending']!r} is not one of {', '.join(SUPPORTED_ENDINGS)}")
+    protocol = meta.get("normal_reference", "cases")
+    if protocol not in NORMAL_REFERENCE_PROTOCOLS:
+        problems.append(f"{where}: normal_reference {protocol!r} is not one of {', '.join(NORMAL_REFERENCE_PROTOCOLS)}")
+    training = meta.get("training")
+    if training is not None and (not isinstance(training, dict) or not training):
+        problems.append(f"{where}: 'training' must map at least one case id to {{\"role\": ...}}")
+        training = {}
+    for case_id, info in (training or {}).items():
+        if not isinstance(info, dict):
+            problems.append(f"{where}: training case {case_id}: entry must be an object")
+            continue
+        for key in info:
+            if key not in CASE_KEYS_TRAINING:
+                problems.append(f"{where}: training case {case_id}: unknown key '{key}'")
+        if info.get("role") not in ROLES:
+            problems.append(f"{where}: training case {case_id}: role {info.get('role')!r} is not one of {', '.join(ROLES)}")
+        if "label" in info and info["label"] not in (0, 1):
+            problems.append(f"{where}: training case {case_id}: label must be 0 (normal) or 1 (abnormal)")
+    for case_id, info in (meta.get("test") or {}).items():
+        if not isinstance(info, dict):
+            problems.append(f"{where}: test case {case_id}: entry must be an object")
+            continue
+        for key in info:
+            if key not in CASE_KEYS_TEST:
+                problems.append(f"{where}: test case {case_id}: unknown key '{key}'")
+        if "label" in info and info["label"] not in (0, 1):
+            problems.append(f"{where}: test case {case_id}: label must be 0 (normal) or 1 (abnormal)")
+    overlap = set(training or {}) & set(meta.get("test") or {})
+    if overlap:
+        problems.append(f"{where}: cases both in training and test: {sorted(overlap)[:5]}")
+    return problems
+
+
+def check_unlisted_files(ds: RawDataset) -> list[str]:
+    """Image files that dataset.json does not name are usually a typo in a case id."""
+    listed = {p.name for c in ds.cases for p in c.all_files}
+    problems = []
+    for split, folders in SPLIT_FOLDERS.items():
+        for sub in folders:
+            d = ds.folder / sub
+            if d.is_dir():
+                for p in sorted(d.iterdir()):
+                    if p.is_file() and not p.name.startswith(".") and p.name not in listed:
+                        problems.append(f"{p}: not named by dataset.json (case id or channel suffix wrong?)")
+    return problems
+
+
+@dataclass
+class LoadedCase:
+    """One case in canonical orientation: data (C, Z, Y, X) float32; mask / roi (Z, Y, X) bool."""
+    case: CaseFiles
+    data: np.ndarray
+    mask: np.ndarray | None
+    roi: np.ndarray | None
+    geometry: Geometry  # of the first channel's file
+    orientation: Orientation
+    spacing: tuple[float, float, float]  # canonical (slice, row, column)
+    problems: list[str] = field(default_factory=list)
+
+
+def load_case(case: CaseFiles, check_values: bool = True) -> LoadedCase | list[str]:
+    """Read and check every file of a case; returns the loaded case, or its list of problems."""
+    problems: list[str] = []
+    arrays, geometries = [], []
+    for path in case.images:
+        if not path.is_file():
+            problems.append(f"{path}: missing channel file")
+            continue
+        try:
+            array, geometry = read_image(path)
+        except ImageReadError as e:
+            problems.append(str(e))
+            continue
+        if array.size == 0 or min(array.shape) == 0:
+            problems.append(f"{path}: image is empty (shape {array.shape})")
+            continue
+        if check_values:
+            finite = np.isfinite(array)
+            if not finite.all():
+                n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+                problems.append(f"{path}: contains {n_nan} NaN and {n_inf} Inf values")
+            elif float(array.max()) == float(array.min()):
+                problems.append(f"{path}: image is constant (every voxel {float(array.min()):g})")
+        arrays.append(array)
+        geometries.append((path, geometry))
+    extras = {}
+    for kind, path in (("mask", case.mask), ("roi", case.roi)):
+        if path is None:
+            continue
+        try:
+            array, geometry = read_image(path)
+        except ImageReadError as e:
+            problems.append(str(e))
+            continue
+        if not np.isfinite(array).all():
+            problems.append(f"{path}: contains NaN or Inf values")
+            continue
+        values = np.unique(array)
+        if not np.all(np.isin(values, (0, 1))):
+            problems.append(f"{path}: a {kind} must hold only 0 and 1, found values {values[:6].tolist()}")
+        if kind == "roi" and not (array > 0).any():
+            problems.append(f"{path}: region-of-interest mask is empty")
+        extras[kind] = array > 0
+        geometries.append((path, geometry))
+    if geometries:
+        ref_path, ref = geometries[0]
+        for path, geometry in geometries[1:]:
+            diff = ref.mismatch(geometry)
+            if diff:
+                problems.append(f"{path}: geometry differs from {ref_path.name}: {diff}")
+    if problems:
+        return problems
+    if len(geometries[0][1].size) not in (2, 3):
+        return [f"{case.images[0]}: {len(geometries[0][1].size)}D images are not supported"]
+    geometry = geometries[0][1]
+    orientation = orientation_of(geometry)
+    data = orientation.to_canonical(np.stack(arrays))
+    mask = orientation.to_canonical(extras["mask"]) if "mask" in extras else None
+    roi = orientation.to_canonical(extras["roi"]) if "roi" in extras else None
+    return LoadedCase(case, np.ascontiguousarray(data, dtype=np.float32),
+                      None if mask is None else np.ascontiguousarray(mask),
+                      None if roi is None else np.ascontiguousarray(roi),
+                      geometry, orientation, orientation.canonical_spacing(geometry))
