@@ -23,6 +23,8 @@ setup(
         # 0.4 pulls timm and torchvision; 0.3 has the U-Net building blocks without them
         "dynamic-network-architectures>=0.3,<0.4",
         "tqdm>=4.60",
+        # reads NIfTI bytes as written: SimpleITK silently zero-fills truncated files and NaN
+        "nibabel>=4",
         "matplotlib>=3.6",
         # ships the MNI152 template the demo dataset is built from (read from its package data, no download)
         "nilearn>=0.10",

@@ -6,6 +6,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from autouad.utils.images import ImageReadError
 from dataset_conversion import CONVERTER_MODULES
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = module.convert(dataset_id, name, overwrite=overwrite, **args)
         else:
             folder = module.convert(source, dataset_id, name, overwrite=overwrite, **args)
-    except (ConversionError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (ConversionError, ImageReadError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"autouad_convert_dataset {fmt}: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {folder}")

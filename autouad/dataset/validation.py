@@ -14,7 +14,7 @@ from autouad.dataset.raw_dataset import (CASE_KEYS_TEST, CASE_KEYS_TRAINING, MOD
                                          NORMAL_REFERENCE_PROTOCOLS, OPTIONAL_KEYS, REQUIRED_KEYS, ROLES,
                                          SPLIT_FOLDERS, CaseFiles, RawDataset)
 from autouad.preprocessing.orientation import Orientation, orientation_of
-from autouad.utils.images import SUPPORTED_ENDINGS, Geometry, ImageReadError, read_image
+from autouad.utils.images import SUPPORTED_ENDINGS, Geometry, ImageReadError, read_image, verify_file
 
 
 class DatasetValidationError(Exception):
@@ -115,6 +115,10 @@ def load_case(case: CaseFiles, check_values: bool = True) -> LoadedCase | list[s
         if not path.is_file():
             problems.append(f"{path}: missing channel file")
             continue
+        damaged = verify_file(path)
+        if damaged:
+            problems += damaged
+            continue
         try:
             array, geometry = read_image(path)
         except ImageReadError as e:
@@ -135,6 +139,10 @@ def load_case(case: CaseFiles, check_values: bool = True) -> LoadedCase | list[s
     extras = {}
     for kind, path in (("mask", case.mask), ("roi", case.roi)):
         if path is None:
+            continue
+        damaged = verify_file(path)
+        if damaged:
+            problems += damaged
             continue
         try:
             array, geometry = read_image(path)

@@ -142,7 +142,7 @@ class AutoUADPlanner:
         max_pixels = geo["max_slice_pixels"][self.schedule_name]
         if self.is_2d_dataset:
             # 2D images carry no trustworthy spacing: the papers resize them to a fixed square size
-            native = max(self.summary["median_shape"][1:])
+            native = int(max(self.summary["median_shape"][1:]))
             side = min(native, int(math.isqrt(max_pixels)))
             side = max(divisor, side // divisor * divisor)
             return ({"mode": "resize", "slice_size": [side, side], "crop": "none", "image_order": 1, "mask_order": 1},

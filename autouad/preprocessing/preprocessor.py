@@ -165,7 +165,7 @@ def preprocessed_to_file_index(meta: dict, slice_index: int, row: int, col: int)
         if not 0 <= r < have:
             raise IndexError(f"pixel ({row}, {col}) lies in the padding of slice {slice_index}")
         c = (r + 0.5) * orig / have - 0.5
-        canonical.append(start + int(min(max(round(c), 0), orig - 1)))
+        canonical.append(start + int(min(max(np.floor(c + 0.5), 0), orig - 1)))  # scipy rounds ties up
     orientation = Orientation.from_dict(meta["orientation"])
     return orientation.index_to_file(tuple(canonical), tuple(meta["file_shape"]))
 

@@ -63,7 +63,7 @@ class Geometry:
         for field in ("spacing", "origin", "direction"):
             a, b = np.asarray(getattr(self, field)), np.asarray(getattr(other, field))
             if not np.allclose(a, b, rtol=rtol, atol=atol):
-                return f"{field} {tuple(np.round(b, 4))} != {tuple(np.round(a, 4))}"
+                return f"{field} {tuple(round(float(v), 4) for v in b)} != {tuple(round(float(v), 4) for v in a)}"
         return None
 
     def apply_to(self, image: sitk.Image) -> sitk.Image:
@@ -136,3 +136,34 @@ def write_image(array: np.ndarray, path: str | Path, geometry: Geometry | None =
         for p in (tmp, tmp_named):
             if p.exists():
                 p.unlink()
+
+
+def verify_file(path: str | Path) -> list[str]:
+    """Problems SimpleITK reads past silently: it zero-fills a truncated .nii.gz and turns NaN in
+    NIfTI files into 0, and decoders may return half a truncated PNG or JPEG. Returns messages
+    naming the file (empty when all is well)."""
+    path = Path(path)
+    ending = file_ending(path)
+    if ending in (".nii", ".nii.gz"):
+        import nibabel
+
+        try:
+            data = np.asanyarray(nibabel.load(str(path)).dataobj)
+        except Exception as e:  # nibabel raises many types for damaged files
+            return [f"{path}: unreadable or truncated image ({type(e).__name__}: {str(e)[:120]})"]
+        if data.dtype.kind == "f":
+            n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
+            if n_nan or n_inf:
+                return [f"{path}: contains {n_nan} NaN and {n_inf} Inf values"]
+        return []
+    if ending == ".png":
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 12))
+            if b"IEND" not in f.read():
+                return [f"{path}: truncated PNG (no IEND chunk at the end)"]
+    if ending in (".jpg", ".jpeg"):
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 1024))
+            if b"\xff\xd9" not in f.read():
+                return [f"{path}: truncated JPEG (no end-of-image marker)"]
+    return []

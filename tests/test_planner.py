@@ -1,0 +1,152 @@
+"""Planner decisions for different data situations, overrides, subclassing and splits."""
+import copy
+
+import pytest
+
+from autouad.planning.planner import AutoUADPlanner, PlanningError, plan_dataset
+from autouad.utils.files import load_json, save_json
+
+
+def fingerprint(modality="MRI", dimension=3, normal=4, unlabeled=4, masks=True, roi="brain", protocol="cases",
+                polarity="bright", n_patients=None, anomaly_fraction=0.09, spacing=(1.0, 1.0, 1.0),
+                shape=(155, 240, 240), bbox=(140, 170, 140)):
+    cases = []
+    for i in range(normal + unlabeled):
+        role = "normal" if i < normal else "unlabeled"
+        c = {"case": f"c{i:03d}", "split": "train", "role": role,
+             "patient": f"p{(i if n_patients is None else i % n_patients):03d}", "label": None,
+             "dimension": dimension, "spacing": list(spacing), "shape": list(shape),
+             "n_slices": shape[0], "foreground_slices": bbox[0], "foreground_bbox_shape": list(bbox),
+             "reference_slices": bbox[0] if role == "normal" else (bbox[0] // 2 if protocol != "cases" else 0)}
+        cases.append(c)
+    contrast = 1.0 if polarity == "bright" else -1.0
+    summary = {"num_training_cases": len(cases), "num_test_cases": 0,
+               "num_patients": len({c["patient"] for c in cases}), "num_normal_cases": normal,
+               "num_unlabeled_cases": unlabeled, "dimension": dimension, "median_spacing": list(spacing),
+               "median_shape": list(shape), "max_foreground_bbox_shape": list(bbox),
+               "num_foreground_slices": bbox[0] * len(cases),
+               "num_reference_slices": sum(c["reference_slices"] for c in cases),
+               "num_cases_with_masks": unlabeled if masks else 0,
+               "foreground_intensity": {"ch0": {"max": 255.0}}}
+    if masks:
+        summary["anomaly_fraction_mean"] = anomaly_fraction
+        summary["anomaly_polarity"] = {"ch0": {"median_contrast": contrast, "polarity": polarity,
+                                               "cases_bright": unlabeled if contrast > 0 else 0, "cases": unlabeled}}
+    return {"dataset": "Dataset001_X", "modality": modality, "channel_names": ["ch0"], "roi_name": roi,
+            "normal_reference": protocol, "summary": summary, "cases": cases}
+
+
+def plan(tmp_path, fp, **kw):
+    kw.setdefault("schedule", "fast")
+    return plan_dataset(fp, tmp_path, **kw)
+
+
+def test_mri_with_normal_and_unlabeled_plans_ascnet(tmp_path):
+    p = plan(tmp_path, fingerprint())
+    assert p["method"] == "ascnet" and p["task"] == "segmentation"
+    assert p["threshold"] == {"strategy": "histogram_peak", "peak": "rightmost"}
+    assert p["preprocessing"]["normalization"]["scheme"] == "minmax"
+    assert p["preprocessing"]["crop"] == "roi" and p["preprocessing"]["mode"] == "spacing"
+    h, w = p["preprocessing"]["slice_size"]
+    assert h % 16 == 0 and w % 16 == 0 and h * w <= 25600
+    assert p["postprocessing"]["kernel_size"] == 9  # large anomalies, as BraTS
+    assert all(p["reasons"][k] for k in ("method", "geometry", "threshold", "batch_size", "num_folds"))
+
+
+def test_dark_anomalies_take_the_leftmost_peak(tmp_path):
+    p = plan(tmp_path, fingerprint(polarity="dark", anomaly_fraction=0.005))
+    assert p["threshold"]["peak"] == "leftmost"
+    assert p["postprocessing"]["kernel_size"] == 5
+
+
+def test_normal_only_plans_caae_with_zscore(tmp_path):
+    p = plan(tmp_path, fingerprint(unlabeled=0, masks=False))
+    assert p["method"] == "caae"
+    assert p["preprocessing"]["normalization"]["scheme"] == "zscore"
+    assert p["preprocessing"]["slice_size"] == [32, 32]  # the paper's 32x32 slices
+    assert p["threshold"]["strategy"] == "normal_percentile"  # no masks: label-free
+
+
+def test_ct_with_liver_roi_plans_twophase(tmp_path):
+    p = plan(tmp_path, fingerprint(modality="CT", roi="liver", normal=6, unlabeled=0, masks=False,
+                                   spacing=(3.0, 0.8, 0.8), shape=(112, 512, 512), bbox=(30, 200, 220)))
+    assert p["method"] == "twophase"
+    norm = p["preprocessing"]["normalization"]
+    assert norm["scheme"] == "ct_window" and norm["histogram_equalization"] is True
+    assert p["preprocessing"]["slice_size"][0] * p["preprocessing"]["slice_size"][1] <= 128 * 128
+
+
+def test_xray_image_level_plans_healthygan(tmp_path):
+    xray = dict(modality="X-ray", dimension=2, roi=None, masks=False, shape=(1, 224, 224), bbox=(1, 224, 224),
+                normal=200, unlabeled=200)
+    p = plan(tmp_path, fingerprint(**xray))
+    assert p["method"] == "healthygan" and p["task"] == "image"
+    assert p["preprocessing"]["mode"] == "resize" and p["preprocessing"]["slice_size"] == [128, 128]
+    assert p["threshold"]["strategy"] == "normal_percentile"
+    assert p["batch_size"] == 32  # the paper's batch at 128x128
+    paper = plan(tmp_path, fingerprint(**xray), schedule="paper")
+    assert paper["preprocessing"]["slice_size"] == [224, 224]  # never upsampled past the native size
+
+
+def test_no_reference_is_a_clear_error(tmp_path):
+    with pytest.raises(PlanningError, match="no normal reference"):
+        plan(tmp_path, fingerprint(normal=0, protocol="cases"))
+
+
+def test_slice_protocol_counts_as_reference(tmp_path):
+    p = plan(tmp_path, fingerprint(normal=0, unlabeled=6, protocol="slices_without_anomaly"))
+    assert p["method"] == "ascnet"
+
+
+def test_overrides_are_recorded(tmp_path):
+    p = plan(tmp_path, fingerprint(), method="caae", schedule="smoke", num_folds=3)
+    assert p["method"] == "caae" and p["schedule"]["name"] == "smoke" and p["folds"]["num_folds"] == 3
+    assert p["command_line_overrides"] == {"method": "caae", "schedule": "smoke", "num_folds": 3}
+    assert "command line" in p["reasons"]["method"]
+    assert p["threshold"]["strategy"] == "validation_calibrated"  # masks exist for validation cases
+
+
+def test_batch_size_respects_memory_budget(tmp_path):
+    p = plan(tmp_path, fingerprint(), memory_budget_gb=1.0)
+    assert p["batch_size"] < 16 and "memory" in p["reasons"]["batch_size"]
+
+
+def test_subclass_changes_one_decision(tmp_path):
+    class SevenByseven(AutoUADPlanner):
+        def choose_postprocessing(self):
+            value, _ = super().choose_postprocessing()
+            return dict(value, kernel_size=7), "7x7 suits our lesions"
+
+    base = plan(tmp_path / "a", fingerprint())
+    sub = plan(tmp_path / "b", fingerprint(), planner_class=SevenByseven)
+    assert sub["postprocessing"]["kernel_size"] == 7 and sub["reasons"]["postprocessing"] == "7x7 suits our lesions"
+    for key in ("method", "preprocessing", "threshold", "batch_size", "folds"):
+        assert sub[key] == base[key]
+
+
+def test_splits_are_patient_wise_and_deterministic(tmp_path):
+    fp = fingerprint(normal=10, unlabeled=10, n_patients=7)  # several cases per patient
+    plan(tmp_path / "a", fp, num_folds=2)
+    plan(tmp_path / "b", copy.deepcopy(fp), num_folds=2)
+    a, b = load_json(tmp_path / "a" / "splits_final.json"), load_json(tmp_path / "b" / "splits_final.json")
+    assert a == b
+    patient = {c["case"]: c["patient"] for c in fp["cases"]}
+    all_val = []
+    for fold in a:
+        assert not {patient[c] for c in fold["train"]} & {patient[c] for c in fold["val"]}
+        all_val += fold["val"]
+    assert sorted(all_val) == sorted(patient)  # every case validated exactly once
+
+
+def test_user_splits_are_kept_and_checked(tmp_path):
+    fp = fingerprint()
+    ids = [c["case"] for c in fp["cases"]]
+    tmp_path.mkdir(exist_ok=True)
+    save_json([{"train": ids[:6], "val": ids[6:]}, {"train": ids[2:], "val": ids[:2]},
+               {"train": ids[:2] + ids[4:], "val": ids[2:4]}], tmp_path / "splits_final.json")
+    p = plan(tmp_path, fp)
+    assert p["folds"]["num_folds"] == 3 and "kept" in p["reasons"]["splits"]
+    bad = [{"train": ids[:5], "val": ids[4:]}]  # c004 in both
+    save_json(bad, tmp_path / "splits_final.json")
+    with pytest.raises(PlanningError, match="both train and val"):
+        plan(tmp_path, fp)
