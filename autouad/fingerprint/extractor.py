@@ -218,7 +218,9 @@ class DatasetFingerprintExtractor:
         }
         if masked:
             summary["num_anomaly_slices"] = int(sum(c["anomaly_slices"] for c in masked))
-            summary["anomaly_fraction_mean"] = float(np.mean([c["anomaly_fraction"] for c in masked]))
+            # the mean over cases that have anomalies: all-zero masks of normal cases would dilute it
+            with_anomaly = [c for c in masked if c["anomaly_voxels"] > 0] or masked
+            summary["anomaly_fraction_mean"] = float(np.mean([c["anomaly_fraction"] for c in with_anomaly]))
             summary["anomaly_fraction_pooled"] = float(
                 sum(c["anomaly_fraction"] * c["foreground_voxels"] for c in masked)
                 / max(sum(c["foreground_voxels"] for c in masked), 1))
