@@ -31,7 +31,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
-from autouad.utils.images import ImageReadError, read_sitk
+from dataset_conversion.common import read_volume, parse_modalities
 from dataset_conversion.convert import ConversionError
 
 FORMAT = "brats"
@@ -49,19 +49,8 @@ def add_arguments(parser) -> None:
                              "as ASC-Net on BraTS; cases: only cases with role normal (there are none)")
 
 
-def parse_modalities(modalities) -> list[str]:
-    chosen = [m.strip().lower() for m in (modalities.split(",") if isinstance(modalities, str) else modalities)]
-    unknown = [m for m in chosen if m not in MODALITIES]
-    if unknown or not chosen or len(set(chosen)) != len(chosen):
-        raise ValueError(f"--modalities must be distinct names from {','.join(MODALITIES)}, got {modalities!r}")
-    return chosen
 
 
-def read(path: Path) -> sitk.Image:
-    try:
-        return read_sitk(path)
-    except ImageReadError as e:
-        raise ConversionError(str(e)) from None
 
 
 def find_cases(source: Path) -> tuple[str, list[Path]]:
@@ -98,7 +87,7 @@ def case_file(case_dir: Path, suffix: str) -> Path:
 def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None, overwrite: bool = False,
             modalities="flair,t1,t1ce,t2", normal_reference: str = "slices_without_anomaly") -> Path:
     source = Path(source)
-    chosen = parse_modalities(modalities)
+    chosen = parse_modalities(modalities, MODALITIES)
     layout, case_dirs = find_cases(source)
     files = {d: ([case_file(d, m) for m in chosen], case_file(d, "seg")) for d in case_dirs}
     missing = [str(p) for images, seg in files.values() for p in [*images, seg] if not p.is_file()]
@@ -115,8 +104,8 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
                         "options": {"modalities": chosen, "normal_reference": normal_reference}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
         for case_dir, (images, seg_path) in tqdm(files.items(), desc="converting BraTS", unit="case"):
-            channels = [read(p) for p in images]
-            seg = read(seg_path)
+            channels = [read_volume(p) for p in images]
+            seg = read_volume(seg_path)
             shapes = {c.GetSize() for c in channels} | {seg.GetSize()}
             if len(shapes) > 1:
                 raise ConversionError(f"{case_dir}: channels and seg differ in size {sorted(shapes)}")

@@ -26,7 +26,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
-from autouad.utils.images import ImageReadError, read_sitk
+from dataset_conversion.common import read_volume
 from dataset_conversion.convert import ConversionError
 
 FORMAT = "btcv"
@@ -38,11 +38,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--roi-name", default="liver", help="the ROI's name in dataset.json (default liver)")
 
 
-def read(path: Path) -> sitk.Image:
-    try:
-        return read_sitk(path)
-    except ImageReadError as e:
-        raise ConversionError(str(e)) from None
 
 
 def find_training_folder(source: Path) -> Path:
@@ -85,7 +80,7 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
                         "options": {"roi_label": roi_label, "roi_name": roi_name}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
         for case_id, image_path, label_path in tqdm(pairs, desc="converting BTCV", unit="scan"):
-            image, labels = read(image_path), read(label_path)
+            image, labels = read_volume(image_path), read_volume(label_path)
             if image.GetSize() != labels.GetSize():
                 raise ConversionError(f"{label_path}: size {labels.GetSize()} differs from the image's {image.GetSize()}")
             roi = sitk.GetArrayFromImage(labels) == roi_label

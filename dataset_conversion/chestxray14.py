@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
 from dataset_conversion.convert import ConversionError
-from dataset_conversion.covidx import read_grey_uint8
+from dataset_conversion.common import read_grey_uint8
 
 FORMAT = "chestxray14"
 HELP = "NIH ChestX-ray14: Data_Entry_2017.csv, train_val_list.txt, test_list.txt, images[_NNN/images]/; HealthyGAN's split"

@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
-from autouad.utils.images import IMAGE_2D_ENDINGS, read_image
+from autouad.utils.images import IMAGE_2D_ENDINGS
+from dataset_conversion.common import read_grey_uint8
 from dataset_conversion.convert import ConversionError
 
 FORMAT = "chestxray-folders"
@@ -71,10 +71,7 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
             if case_id in seen:
                 raise ConversionError(f"{path}: two images map to case id {case_id}")
             seen.add(case_id)
-            grey, _ = read_image(path, dtype=np.float64)
-            grey = np.clip(np.round(grey), 0, 255).astype(np.uint8)
-            if grey.ndim == 3 and grey.shape[0] == 1:
-                grey = grey[0]
+            grey = read_grey_uint8(path)
             is_normal = cls == normal_class
             writer.add_case(case_id, [grey], role=("normal" if is_normal else "unlabeled") if split == "train" else None,
                             split=split, label=0 if is_normal else 1, patient=patient_of(path.stem))

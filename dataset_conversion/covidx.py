@@ -32,12 +32,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import SimpleITK as sitk
 from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
-from autouad.utils.images import ImageReadError, read_sitk, rgb_to_grey
+from dataset_conversion.common import read_grey_uint8
 from dataset_conversion.convert import ConversionError
 
 FORMAT = "covidx"
@@ -69,24 +67,6 @@ class Entry:
     path: Path
 
 
-def read_grey_uint8(path: Path) -> np.ndarray:
-    """Any 2D image as 8-bit grey: colour by BT.601 luma, grey+alpha by its grey, 16 bit scaled."""
-    try:
-        image = read_sitk(path)
-    except ImageReadError as e:
-        raise ConversionError(str(e)) from None
-    array = sitk.GetArrayFromImage(image)
-    scale = 255 / 65535 if array.dtype == np.uint16 else 1.0
-    components = image.GetNumberOfComponentsPerPixel()
-    if components >= 3:
-        array = rgb_to_grey(array)
-    elif components == 2:
-        array = array[..., 0]
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2:
-        raise ConversionError(f"{path}: not a 2D image (array shape {array.shape})")
-    return np.clip(np.round(array * scale), 0, 255).astype(np.uint8)
 
 
 def case_id_of(filename: str) -> str:

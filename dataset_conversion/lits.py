@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
-from autouad.utils.images import ImageReadError, read_sitk
+from dataset_conversion.common import read_volume
 from dataset_conversion.convert import ConversionError
 
 FORMAT = "lits"
@@ -40,11 +40,6 @@ def add_arguments(parser) -> None:
                              "as ASC-Net on LiTS; cases: only cases with role normal (there are none)")
 
 
-def read(path: Path) -> sitk.Image:
-    try:
-        return read_sitk(path)
-    except ImageReadError as e:
-        raise ConversionError(str(e)) from None
 
 
 def find_files(source: Path, kind: str) -> dict[int, Path]:
@@ -86,7 +81,7 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
                         "options": {"normal_reference": normal_reference}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
         for n, volume_path, seg_path in tqdm(pairs, desc="converting LiTS", unit="scan"):
-            volume, seg = read(volume_path), read(seg_path)
+            volume, seg = read_volume(volume_path), read_volume(seg_path)
             if volume.GetSize() != seg.GetSize():
                 raise ConversionError(f"{seg_path}: size {seg.GetSize()} differs from the volume's {volume.GetSize()}")
             labels = sitk.GetArrayFromImage(seg)

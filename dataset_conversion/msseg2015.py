@@ -31,7 +31,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
-from autouad.utils.images import ImageReadError, read_sitk
+from dataset_conversion.common import read_volume, parse_modalities
 from dataset_conversion.convert import ConversionError
 
 FORMAT = "msseg2015"
@@ -49,18 +49,8 @@ def add_arguments(parser) -> None:
                              "cases: only cases with role normal (there are none)")
 
 
-def parse_modalities(modalities) -> list[str]:
-    chosen = [m.strip().lower() for m in (modalities.split(",") if isinstance(modalities, str) else modalities)]
-    if not chosen or len(set(chosen)) != len(chosen) or any(m not in MODALITIES for m in chosen):
-        raise ValueError(f"--modalities must be distinct names from {','.join(MODALITIES)}, got {modalities!r}")
-    return chosen
 
 
-def read(path: Path) -> sitk.Image:
-    try:
-        return read_sitk(path)
-    except ImageReadError as e:
-        raise ConversionError(str(e)) from None
 
 
 def existing(path: Path) -> Path:
@@ -93,7 +83,7 @@ def find_scans(source: Path) -> list[tuple[str, str, Path]]:
 def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None, overwrite: bool = False,
             modalities="flair", rater: int = 1, normal_reference: str = "slices_without_anomaly") -> Path:
     source = Path(source)
-    chosen = parse_modalities(modalities)
+    chosen = parse_modalities(modalities, MODALITIES)
     if rater not in (1, 2):
         raise ValueError(f"rater must be 1 or 2, got {rater}")
     files = {}
@@ -114,8 +104,8 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
                         "options": {"modalities": chosen, "rater": rater, "normal_reference": normal_reference}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
         for case_id, (subject, images, mask_path) in tqdm(files.items(), desc="converting MS-SEG 2015", unit="scan"):
-            channels = [read(p) for p in images]
-            mask = read(mask_path)
+            channels = [read_volume(p) for p in images]
+            mask = read_volume(mask_path)
             shapes = {c.GetSize() for c in channels} | {mask.GetSize()}
             if len(shapes) > 1:
                 raise ConversionError(f"{mask_path.parent.parent}: {case_id}'s images and mask differ in size")

@@ -4,7 +4,6 @@ import pytest
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
 from autouad.fingerprint.extractor import DatasetFingerprintExtractor
-from tests.conftest import write_volume
 
 
 def make_dataset(raw, normal_reference="cases"):

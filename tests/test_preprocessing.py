@@ -1,6 +1,5 @@
 """Preprocessing: exact mapping back to the raw voxels, restoring to file geometry, skipping, determinism."""
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 from autouad.dataset.raw_dataset import RawDatasetWriter, load_raw_dataset

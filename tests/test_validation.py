@@ -1,6 +1,4 @@
 """A broken dataset gets one report naming every problem, a non-zero exit and no output."""
-import gzip
-import json
 
 import numpy as np
 

@@ -107,7 +107,29 @@ class LoadedCase:
     problems: list[str] = field(default_factory=list)
 
 
-def load_case(case: CaseFiles, check_values: bool = True) -> LoadedCase | list[str]:
+def _read_checked(path: Path, problems: list[str]):
+    """(array, geometry) of a readable, complete, non-empty, finite file; else None with the
+    problem appended."""
+    damaged = verify_file(path)
+    if damaged:
+        problems += damaged
+        return None
+    try:
+        array, geometry = read_image(path)
+    except ImageReadError as e:
+        problems.append(str(e))
+        return None
+    if array.size == 0 or min(array.shape) == 0:
+        problems.append(f"{path}: image is empty (shape {array.shape})")
+        return None
+    if not np.isfinite(array).all():
+        n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+        problems.append(f"{path}: contains {n_nan} NaN and {n_inf} Inf values")
+        return None
+    return array, geometry
+
+
+def load_case(case: CaseFiles) -> LoadedCase | list[str]:
     """Read and check every file of a case; returns the loaded case, or its list of problems."""
     problems: list[str] = []
     arrays, geometries = [], []
@@ -115,43 +137,20 @@ def load_case(case: CaseFiles, check_values: bool = True) -> LoadedCase | list[s
         if not path.is_file():
             problems.append(f"{path}: missing channel file")
             continue
-        damaged = verify_file(path)
-        if damaged:
-            problems += damaged
+        read = _read_checked(path, problems)
+        if read is None:
             continue
-        try:
-            array, geometry = read_image(path)
-        except ImageReadError as e:
-            problems.append(str(e))
-            continue
-        if array.size == 0 or min(array.shape) == 0:
-            problems.append(f"{path}: image is empty (shape {array.shape})")
-            continue
-        if check_values:
-            finite = np.isfinite(array)
-            if not finite.all():
-                n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
-                problems.append(f"{path}: contains {n_nan} NaN and {n_inf} Inf values")
-            elif float(array.max()) == float(array.min()):
-                problems.append(f"{path}: image is constant (every voxel {float(array.min()):g})")
+        array, geometry = read
+        if float(array.max()) == float(array.min()):
+            problems.append(f"{path}: image is constant (every voxel {float(array.min()):g})")
         arrays.append(array)
         geometries.append((path, geometry))
     extras = {}
     for kind, path in (("mask", case.mask), ("roi", case.roi)):
-        if path is None:
+        read = None if path is None else _read_checked(path, problems)
+        if read is None:
             continue
-        damaged = verify_file(path)
-        if damaged:
-            problems += damaged
-            continue
-        try:
-            array, geometry = read_image(path)
-        except ImageReadError as e:
-            problems.append(str(e))
-            continue
-        if not np.isfinite(array).all():
-            problems.append(f"{path}: contains NaN or Inf values")
-            continue
+        array, geometry = read
         values = np.unique(array)
         if not np.all(np.isin(values, (0, 1))):
             problems.append(f"{path}: a {kind} must hold only 0 and 1, found values {values[:6].tolist()}")

@@ -100,7 +100,7 @@ class CasePreprocessor:
         return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape_hw, spacing_hw, target))
 
     def run(self, case: CaseFiles) -> tuple[dict, np.ndarray, np.ndarray | None, np.ndarray | None]:
-        loaded = load_case(case, check_values=True)
+        loaded = load_case(case)
         if isinstance(loaded, list):
             raise DatasetValidationError(case.case_id, loaded)
         fg, _ = foreground_mask(loaded.data, loaded.roi, self.modality)
