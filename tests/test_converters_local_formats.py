@@ -5,7 +5,7 @@ import pytest
 import SimpleITK as sitk
 
 from autouad.utils.files import load_json
-from dataset_conversion import brats_deepmedic, chestxray_folders
+from dataset_conversion import brats_deepmedic
 from dataset_conversion.convert import ConversionError, main as convert_main
 from tests.conftest import write_volume
 

@@ -5,7 +5,7 @@ report, so that a user fixes everything in one go instead of one error per run.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +104,6 @@ class LoadedCase:
     geometry: Geometry  # of the first channel's file
     orientation: Orientation
     spacing: tuple[float, float, float]  # canonical (slice, row, column)
-    problems: list[str] = field(default_factory=list)
 
 
 def _read_checked(path: Path, problems: list[str]):

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from autouad.dataset.raw_dataset import RawDataset, load_raw_dataset
 from autouad.dataset.validation import (DatasetValidationError, LoadedCase, check_dataset_json,
                                         check_unlisted_files, load_case)
-from autouad.preprocessing.foreground import foreground_mask
+from autouad.preprocessing.foreground import bounding_box, foreground_mask
 from autouad.utils.files import load_json, save_json
 
 SAMPLES_PER_CASE = 10_000  # foreground voxels per case and channel pooled into the dataset statistics
@@ -105,7 +105,6 @@ def case_fingerprint(loaded: LoadedCase, modality: str, channel_names: list[str]
 
 
 def _bbox_extent(mask: np.ndarray) -> list[int]:
-    from autouad.preprocessing.foreground import bounding_box
     return [b - a for a, b in bounding_box(mask)]
 
 
@@ -145,9 +144,8 @@ class DatasetFingerprintExtractor:
     def load(self) -> RawDataset:
         if not (self.folder / "dataset.json").is_file():
             raise DatasetValidationError(self.folder.name, [f"{self.folder / 'dataset.json'}: missing"])
-        from autouad.utils.files import load_json as _load
         try:
-            meta = _load(self.folder / "dataset.json")
+            meta = load_json(self.folder / "dataset.json")
         except ValueError as e:
             raise DatasetValidationError(self.folder.name, [f"{self.folder / 'dataset.json'}: not valid JSON ({e})"])
         problems = check_dataset_json(meta, self.folder)
@@ -171,12 +169,10 @@ class DatasetFingerprintExtractor:
         dims = {fp["dimension"] for _, _, fp, _ in results if fp}
         if len(dims) > 1:
             problems.append(f"{ds.folder}: mixes 2D and 3D images")
-        for kind in ("mask", "roi"):
-            have = [c for c in ds.training_cases() if getattr(c, kind) is not None]
-            if have and len(have) < len(ds.training_cases()) and kind == "roi":
-                missing = [c.case_id for c in ds.training_cases() if c.roi is None]
-                problems.append(f"{ds.folder / 'roisTr'}: ROI masks missing for {len(missing)} case(s), e.g. {missing[0]}; "
-                                f"give every case one or none")
+        missing_roi = [c.case_id for c in ds.training_cases() if c.roi is None]
+        if missing_roi and len(missing_roi) < len(ds.training_cases()):
+            problems.append(f"{ds.folder / 'roisTr'}: ROI masks missing for {len(missing_roi)} case(s), "
+                            f"e.g. {missing_roi[0]}; give every case one or none")
         if problems:
             raise DatasetValidationError(ds.name, problems)
         cases = [fp for _, _, fp, _ in results]

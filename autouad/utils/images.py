@@ -1,4 +1,4 @@
-"""Reading and writing images through SimpleITK, with 2D and 3D treated alike.
+"""Reading images through SimpleITK, with 2D and 3D treated alike.
 
 Every image is handed around as a numpy array in SimpleITK's index order, (z, y, x) for volumes
 and (y, x) for 2D images, plus a ``Geometry`` that holds spacing, origin and direction in
@@ -101,41 +101,6 @@ def read_image(path: str | Path, dtype=np.float32, grey: bool = True) -> tuple[n
             raise ImageReadError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per pixel")
         array = rgb_to_grey(array)
     return array.astype(dtype, copy=False), geometry
-
-
-def write_image(array: np.ndarray, path: str | Path, geometry: Geometry | None = None,
-                reference: sitk.Image | None = None) -> None:
-    """Write an array with the geometry of ``geometry`` or ``reference`` (atomically)."""
-    from autouad.utils.files import _temp_path_beside
-    import os
-
-    path = Path(path)
-    ending = file_ending(path)
-    if ending is None:
-        raise ValueError(f"{path}: unsupported file ending")
-    if ending in IMAGE_2D_ENDINGS and array.dtype != np.uint8 and ending != ".tif" and ending != ".tiff":
-        if array.dtype == np.bool_:
-            array = array.astype(np.uint8)
-        elif array.min() < 0 or array.max() > 255:
-            raise ValueError(f"{path}: 8-bit image formats need values in 0..255")
-        else:
-            array = np.round(array).astype(np.uint8)
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8)
-    image = sitk.GetImageFromArray(array)
-    if reference is not None:
-        image.CopyInformation(reference)
-    elif geometry is not None and ending not in IMAGE_2D_ENDINGS[:3] + (".bmp",):
-        geometry.apply_to(image)
-    tmp = _temp_path_beside(path)
-    tmp_named = tmp.with_name(tmp.name + ending)  # SimpleITK picks the writer from the file ending
-    try:
-        sitk.WriteImage(image, str(tmp_named), useCompression=ending in (".nii.gz", ".nrrd", ".mha"))
-        os.replace(tmp_named, path)
-    finally:
-        for p in (tmp, tmp_named):
-            if p.exists():
-                p.unlink()
 
 
 def verify_file(path: str | Path) -> list[str]:
