@@ -54,26 +54,20 @@ def check_dataset_json(meta: dict, folder: Path) -> list[str]:
     if training is not None and (not isinstance(training, dict) or not training):
         problems.append(f"{where}: 'training' must map at least one case id to {{\"role\": ...}}")
         training = {}
-    for case_id, info in (training or {}).items():
-        if not isinstance(info, dict):
-            problems.append(f"{where}: training case {case_id}: entry must be an object")
-            continue
-        for key in info:
-            if key not in CASE_KEYS_TRAINING:
-                problems.append(f"{where}: training case {case_id}: unknown key '{key}'")
-        if info.get("role") not in ROLES:
-            problems.append(f"{where}: training case {case_id}: role {info.get('role')!r} is not one of {', '.join(ROLES)}")
-        if "label" in info and info["label"] not in (0, 1):
-            problems.append(f"{where}: training case {case_id}: label must be 0 (normal) or 1 (abnormal)")
-    for case_id, info in (meta.get("test") or {}).items():
-        if not isinstance(info, dict):
-            problems.append(f"{where}: test case {case_id}: entry must be an object")
-            continue
-        for key in info:
-            if key not in CASE_KEYS_TEST:
-                problems.append(f"{where}: test case {case_id}: unknown key '{key}'")
-        if "label" in info and info["label"] not in (0, 1):
-            problems.append(f"{where}: test case {case_id}: label must be 0 (normal) or 1 (abnormal)")
+    for split, entries, allowed in (("training", training or {}, CASE_KEYS_TRAINING),
+                                    ("test", meta.get("test") or {}, CASE_KEYS_TEST)):
+        for case_id, info in entries.items():
+            if not isinstance(info, dict):
+                problems.append(f"{where}: {split} case {case_id}: entry must be an object")
+                continue
+            for key in info:
+                if key not in allowed:
+                    problems.append(f"{where}: {split} case {case_id}: unknown key '{key}'")
+            if split == "training" and info.get("role") not in ROLES:
+                problems.append(f"{where}: training case {case_id}: role {info.get('role')!r} is not one of "
+                                f"{', '.join(ROLES)}")
+            if "label" in info and info["label"] not in (0, 1):
+                problems.append(f"{where}: {split} case {case_id}: label must be 0 (normal) or 1 (abnormal)")
     overlap = set(training or {}) & set(meta.get("test") or {})
     if overlap:
         problems.append(f"{where}: cases both in training and test: {sorted(overlap)[:5]}")

@@ -88,10 +88,8 @@ class CasePreprocessor:
             return [[0, s] for s in foreground.shape]
         return bounding_box(foreground)
 
-    def normalize(self, data: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-        scheme = self.p["normalization"]
-        out = np.stack([normalize_channel(ch, foreground, scheme) for ch in data])
-        return out, [dict(scheme)] * len(data)
+    def normalize(self, data: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+        return np.stack([normalize_channel(ch, foreground, self.p["normalization"]) for ch in data])
 
     def output_inplane_shape(self, shape_hw: tuple[int, int], spacing_hw: tuple[float, float]) -> tuple[int, int]:
         if self.p["mode"] == "resize":
@@ -109,7 +107,7 @@ class CasePreprocessor:
         data, fg_c = loaded.data[(slice(None),) + sl], fg[sl]
         mask_c = None if loaded.mask is None else loaded.mask[sl]
         roi_c = None if loaded.roi is None else loaded.roi[sl]
-        data, norm_params = self.normalize(data, fg_c)
+        data = self.normalize(data, fg_c)
         out_hw = self.output_inplane_shape(data.shape[-2:], loaded.spacing[1:])
         order_img, order_mask = self.p["image_order"], self.p["mask_order"]
         resampled = []
@@ -146,7 +144,7 @@ class CasePreprocessor:
                 "orientation": loaded.orientation.to_dict(), "canonical_shape": list(fg.shape),
                 "canonical_spacing": list(loaded.spacing), "crop_box": box,
                 "cropped_inplane_shape": list(data.shape[-2:]), "resampled_inplane_shape": list(out_hw),
-                "pad": pads, "slice_size": list(size), "normalization": norm_params,
+                "pad": pads, "slice_size": list(size),
                 "has_mask": mask_p is not None, "has_roi": roi_p is not None, "slices": slices}
         return (meta, np.ascontiguousarray(data_p.transpose(1, 0, 2, 3)[keep], dtype=np.float32),
                 None if mask_p is None else mask_p[keep].astype(np.uint8),
