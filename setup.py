@@ -37,6 +37,7 @@ setup(
             "autouad_extract_fingerprint=autouad.cli.plan_and_preprocess:main_extract_fingerprint",
             "autouad_plan=autouad.cli.plan_and_preprocess:main_plan",
             "autouad_preprocess=autouad.cli.plan_and_preprocess:main_preprocess",
+            "autouad_train=autouad.cli.train:main",
             "autouad_demo=autouad.cli.demo:main",
         ]
     },

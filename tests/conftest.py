@@ -34,3 +34,22 @@ def write_volume(array: np.ndarray, path: Path, spacing=(1.0, 1.0, 1.0), origin=
     image.SetDirection(direction)
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(path))
+
+
+@pytest.fixture(scope="session")
+def demo_planned(tmp_path_factory):
+    """A small demo dataset (2 normal subjects, 2 patients, 3 mm), planned and preprocessed for
+    ASC-Net with the smoke schedule. Returns a function giving the environment to train in: each
+    call gets a fresh results folder and sets AUTOUAD_* for the calling test."""
+    from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
+    from dataset_conversion import demo
+
+    root = tmp_path_factory.mktemp("demo_planned")
+    env = {"AUTOUAD_raw": str(root / "raw"), "AUTOUAD_preprocessed": str(root / "preprocessed")}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.setenv("AUTOUAD_results", str(root / "results_unused"))
+        demo.convert(7, raw_folder=root / "raw", seed=0, num_normal=2, num_patients=2, num_test=1, spacing=3.0)
+        assert main_plan_and_preprocess(["-d", "7", "-m", "ascnet", "--schedule", "smoke", "--np", "1"]) == 0
+    return env

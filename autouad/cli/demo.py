@@ -1,6 +1,6 @@
 """autouad_demo: the pipeline on a demo dataset that autouad generates itself.
 
-Today it runs the front half (generate -> validate -> fingerprint -> plan -> preprocess) into a
+Today it runs generate -> validate -> fingerprint -> plan -> preprocess -> train fold 0 into a
 folder of its own (default ./autouad_demo_output, so your AUTOUAD_* folders are left alone) and
 prints what it found and what comes next.
 """
@@ -29,19 +29,21 @@ def main(argv=None) -> int:
     for kind, var in (("raw", "AUTOUAD_raw"), ("preprocessed", "AUTOUAD_preprocessed"), ("results", "AUTOUAD_results")):
         os.environ[var] = str(root / kind)
     from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
+    from autouad.cli.train import main as train_main
     from autouad.paths import dataset_folder_name
     from autouad.utils.files import load_json
     from dataset_conversion import demo
 
     start = time.time()
     name = dataset_folder_name(DEMO_ID, DEMO_NAME)
+    results = root / "results"
     raw = root / "raw" / name
     if (raw / "dataset.json").is_file():
-        print(f"[1/2] demo dataset already generated: {raw}")
+        print(f"[1/3] demo dataset already generated: {raw}")
     else:
-        print(f"[1/2] generating the demo dataset (MNI152 anatomy, synthetic lesions) into {raw}")
+        print(f"[1/3] generating the demo dataset (MNI152 anatomy, synthetic lesions) into {raw}")
         demo.convert(DEMO_ID, DEMO_NAME, raw_folder=root / "raw")
-    print("[2/2] validate, fingerprint, plan and preprocess")
+    print("[2/3] validate, fingerprint, plan and preprocess")
     status = main_plan_and_preprocess(["-d", str(DEMO_ID), "--np", str(args.num_processes),
                                        "--schedule", args.schedule])
     if status:
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
     s = load_json(pre / "dataset_fingerprint.json")["summary"]
     plans = load_json(pre / "plans.json")
     print()
-    print(f"demo front half done in {time.time() - start:.0f} s")
+    print(f"demo data ready in {time.time() - start:.0f} s")
     print(f"  cases: {s['num_normal_cases']} normal, {s['num_unlabeled_cases']} unlabeled, {s['num_test_cases']} test")
     print(f"  slices with brain: {s['num_foreground_slices']} (reference {s['num_reference_slices']}, "
           f"with lesions {s.get('num_anomaly_slices', 0)})")
@@ -59,8 +61,13 @@ def main(argv=None) -> int:
     print(f"  plan: {plans['method']} on {plans['preprocessing']['slice_size']} slices, "
           f"{plans['folds']['num_folds']} folds, threshold {plans['threshold']['strategy']}")
     print(f"  outputs: {pre}")
-    print("next: training (autouad_train), prediction (autouad_predict) and evaluation are not built yet; "
-          "they will run on this preprocessed data.")
+    print(f"[3/3] train fold 0 ({args.schedule} schedule)")
+    status = train_main([str(DEMO_ID), "0", "--schedule", args.schedule, "--overwrite"])
+    if status:
+        return status
+    print(f"demo done in {time.time() - start:.0f} s; trained fold 0 in {results / name}")
+    print("next: prediction (autouad_predict), calibration and evaluation are not built yet; "
+          "they will run on this trained fold.")
     return 0
 
 

@@ -16,6 +16,7 @@ from autouad.dataset.validation import DatasetValidationError
 from autouad.fingerprint.extractor import DatasetFingerprintExtractor
 from autouad.paths import find_dataset_name, preprocessed_root, raw_root
 from autouad.planning.method_plans import METHODS
+from autouad.planning.plans_files import default_plans_name, plans_file_name
 from autouad.planning.planner import SCHEDULES, PlanningError, load_planner_class, plan_dataset
 from autouad.preprocessing.preprocessor import preprocess_dataset
 from autouad.utils.files import load_json, save_json
@@ -39,7 +40,8 @@ def _planning_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-budget-gb", type=float, default=8.0,
                         help="training memory the batch size must fit in (default 8 GiB)")
     parser.add_argument("--planner", default=None, help="dotted path of an AutoUADPlanner subclass")
-    parser.add_argument("--plans-name", default=None, help="name of the plans (default autouadPlans)")
+    parser.add_argument("--plans-name", default=None,
+                        help="name of the plans (default autouadPlans, or autouadPlans_<method> with -m)")
 
 
 def _folders(dataset: str) -> tuple[str, Path, Path]:
@@ -60,11 +62,15 @@ def _write_fingerprint(fingerprint: dict, raw: Path, out: Path) -> None:
     save_json(fingerprint, out / FINGERPRINT_FILE)
 
 
+def _plans_name(args) -> str:
+    """--plans-name, else autouadPlans_<method> for a method named with -m, else autouadPlans."""
+    return args.plans_name or default_plans_name(getattr(args, "method", None))
+
+
 def _plan(fingerprint: dict, out: Path, args) -> dict:
-    plans_file = f"{args.plans_name}.json" if args.plans_name else "plans.json"
-    return plan_dataset(fingerprint, out, load_planner_class(args.planner), plans_file=plans_file,
+    return plan_dataset(fingerprint, out, load_planner_class(args.planner), plans_file=plans_file_name(_plans_name(args)),
                         method=args.method, schedule=args.schedule, num_folds=args.folds,
-                        memory_budget_gb=args.memory_budget_gb, plans_name=args.plans_name)
+                        memory_budget_gb=args.memory_budget_gb, plans_name=_plans_name(args))
 
 
 def _preprocess(raw: Path, out: Path, plans: dict, num_processes: int) -> dict:
@@ -100,8 +106,7 @@ def _run(args, steps: tuple[str, ...]) -> int:
                 plans = _plan(fingerprint, out, args)
                 _print_plan(plans)
             else:
-                plans_file = f"{args.plans_name}.json" if getattr(args, "plans_name", None) else "plans.json"
-                plans = load_json(out / plans_file)
+                plans = load_json(out / plans_file_name(_plans_name(args)))
             if "preprocess" in steps:
                 result = _preprocess(raw, out, plans, args.num_processes)
                 print(f"preprocessed {result['done']} case(s), skipped {result['skipped']} already done; "
@@ -147,6 +152,8 @@ def main_plan(argv=None) -> int:
 def main_preprocess(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="autouad_preprocess", description="preprocess a planned dataset")
     _common(parser)
+    parser.add_argument("-m", "--method", choices=METHODS, default=None,
+                        help="preprocess the plans of this method (autouadPlans_<method>)")
     parser.add_argument("--plans-name", default=None)
     return _run(parser.parse_args(argv), ("preprocess",))
 

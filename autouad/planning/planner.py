@@ -20,10 +20,10 @@ import numpy as np
 
 from autouad import __version__
 from autouad.planning.method_plans import METHODS, load_method_plans
+from autouad.planning.plans_files import DEFAULT_PLANS_NAME
 from autouad.utils.files import load_json, save_json
 
 SCHEDULES = ("paper", "fast", "smoke")
-DEFAULT_PLANS_NAME = "autouadPlans"
 SPLIT_SEED = 12345
 
 

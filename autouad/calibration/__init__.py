@@ -1,0 +1,1 @@
+"""Calibration: turning anomaly maps into decisions without test labels."""

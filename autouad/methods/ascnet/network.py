@@ -1,0 +1,108 @@
+"""ASC-Net's networks, as paper 000 section 3 describes them.
+
+Main module M: one encoder and two mirrored decoders with skip connections, the fence cut C_f
+(output I_fc, judged by the discriminator) and the wild cut C_w (output I_wc), each ending in a
+sigmoid; the reconstructor R, a 1x1 convolution with sigmoid on the concatenation [I_fc, I_wc],
+gives I_ro. Discriminator D: the encoder's architecture, then a dense layer with tanh.
+
+Encoder: four blocks of two 3x3 convolutions, each followed by batch normalisation (ReLU
+activations), then 2x2 max pooling and dropout 0.3; 32, 64, 128, 256 maps; a transition of two
+3x3 convolutions with 512 maps and batch normalisation. Decoders mirror it with 2D transposed
+convolutions in place of the poolings, with as many maps as the mirrored encoder block.
+
+Where the paper is silent (a documented choice each):
+* transposed convolutions are 2x2 with stride 2, the exact inverse of the 2x2 pooling;
+* the decoders apply the same dropout after each skip concatenation, mirroring the encoder;
+* convolutions keep their bias (the Keras default the authors used);
+* D includes the transition layer (it "mimics the architecture of E") and no skip outputs.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Two 3x3 convolutions, each followed by batch normalisation and ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+class ASCEncoder(nn.Module):
+    def __init__(self, in_channels: int = 1, features=(32, 64, 128, 256), transition: int = 512,
+                 dropout: float = 0.3):
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        channels = in_channels
+        for f in features:
+            self.blocks.append(conv_block(channels, f))
+            channels = f
+        self.pool = nn.MaxPool2d(2)
+        self.dropout = nn.Dropout(dropout)
+        self.transition = conv_block(channels, transition)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        skips = []
+        for block in self.blocks:
+            x = block(x)
+            skips.append(x)
+            x = self.dropout(self.pool(x))
+        return self.transition(x), skips
+
+
+class ASCDecoder(nn.Module):
+    def __init__(self, out_channels: int = 1, features=(32, 64, 128, 256), transition: int = 512,
+                 dropout: float = 0.3):
+        super().__init__()
+        self.ups = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        channels = transition
+        for f in reversed(features):
+            self.ups.append(nn.ConvTranspose2d(channels, f, 2, stride=2))
+            self.blocks.append(conv_block(2 * f, f))
+            channels = f
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        for up, block, skip in zip(self.ups, self.blocks, reversed(skips)):
+            x = block(self.dropout(torch.cat([up(x), skip], dim=1)))
+        return torch.sigmoid(self.head(x))
+
+
+class ASCNetMain(nn.Module):
+    """M: x -> (I_fc, I_wc, I_ro), all in [0, 1] and of x's size."""
+
+    def __init__(self, in_channels: int = 1, features=(32, 64, 128, 256), transition: int = 512,
+                 dropout: float = 0.3):
+        super().__init__()
+        self.encoder = ASCEncoder(in_channels, features, transition, dropout)
+        self.fence_cut = ASCDecoder(in_channels, features, transition, dropout)
+        self.wild_cut = ASCDecoder(in_channels, features, transition, dropout)
+        self.reconstructor = nn.Conv2d(2 * in_channels, in_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        bottom, skips = self.encoder(x)
+        i_fc = self.fence_cut(bottom, skips)
+        i_wc = self.wild_cut(bottom, skips)
+        i_ro = torch.sigmoid(self.reconstructor(torch.cat([i_fc, i_wc], dim=1)))
+        return i_fc, i_wc, i_ro
+
+
+class ASCDiscriminator(nn.Module):
+    """D: the encoder's layers, flattened into one dense unit with tanh (+1 reference, -1 I_fc)."""
+
+    def __init__(self, slice_size: tuple[int, int], in_channels: int = 1, features=(32, 64, 128, 256),
+                 transition: int = 512, dropout: float = 0.3):
+        super().__init__()
+        h, w = slice_size
+        factor = 2 ** len(features)
+        if h % factor or w % factor:
+            raise ValueError(f"slice size {h}x{w} must be divisible by {factor} (four 2x2 poolings)")
+        self.encoder = ASCEncoder(in_channels, features, transition, dropout)
+        self.dense = nn.Linear(transition * (h // factor) * (w // factor), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bottom, _ = self.encoder(x)
+        return torch.tanh(self.dense(bottom.flatten(1))).squeeze(1)

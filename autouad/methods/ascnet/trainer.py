@@ -1,0 +1,220 @@
+"""ASC-Net's training (paper 000 section 3, paper 001 section 4): two stages of D / M cycles.
+
+Pools, as the paper's BraTS protocol: within the fold's training cases, a share of the patients
+(``validation_fraction``, the paper's "10 %" split) gives all its slices to the input set I_in; of
+the rest, the reference slices (normal cases, or slices without anomaly under the
+``slices_without_anomaly`` protocol) form R_d and the remaining slices join I_in. The smaller of
+R_d and I_in is grown with random duplicates until both are equally large (the authors' code).
+
+One cycle = a discriminator step then a main-module step, each of ``epochs_per_step`` epochs
+(capped at ``max_iterations_per_step`` iterations on the CPU schedules):
+
+* D step: R_d labelled +1 and I_fc(I_in) labelled -1, shuffled together; in stage 2 the true set
+  becomes R_d ∪ I_fc(R_d) and the fence cuts of I_in are drawn twice as often to keep the balance.
+  The fence cuts are made with M in inference mode (dropout off, batch statistics frozen), as a
+  Keras ``predict`` does.
+* M step: I_in through M; D frozen (weights and batch-norm statistics fixed, evaluation mode);
+  loss Loss_Cf + Loss_Cw + Loss_R with equal weights.
+
+Stopping rule: the authors stopped a stage by eye when the histogram of I_ro split into three or
+four separated peaks. After each cycle we count the separated peaks of the I_ro histogram on the
+validation slices (no labels involved); at ``min_peaks`` the stage's remaining cycles are skipped
+and the event is logged.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from autouad.calibration.histogram_peaks import DEFAULT_BINS, peak_values
+from autouad.methods.ascnet.losses import discriminator_loss, fence_cut_loss, reconstruction_loss, wild_cut_loss
+from autouad.methods.ascnet.network import ASCDiscriminator, ASCNetMain
+from autouad.training.base_trainer import AutoUADTrainer, Phase
+from autouad.training.fold_data import SlicePool, TrainingError
+
+# Kinds of items in a discriminator batch.
+REFERENCE, INPUT_FENCE_CUT, REFERENCE_FENCE_CUT = 0, 1, 2
+
+
+class ASCNetTrainer(AutoUADTrainer):
+    method = "ascnet"
+    map_name = "I_ro"
+    histogram_range = (0.0, 1.0)
+
+    # ---- data ------------------------------------------------------------------------------------
+    def held_out_patients(self) -> set[str]:
+        """The paper's 10 % split of the training patients, whose slices all go to I_in."""
+        patients = sorted({c.patient for c in self.data.train_cases})
+        count = int(round(self.plans.get("validation_fraction", 0.1) * len(patients)))
+        rng = np.random.default_rng([self.seed, self.fold])
+        return set(rng.choice(patients, count, replace=False).tolist()) if count else set()
+
+    def build_pools(self) -> None:
+        held_out = self.held_out_patients()
+        cases = self.data.train_cases
+
+        def is_reference(case):
+            return case.is_reference & (case.patient not in held_out)
+
+        reference = self.data.pool("reference", cases, is_reference)
+        inputs = self.data.pool("input", cases, lambda c: ~is_reference(c))
+        if len(reference) == 0 or len(inputs) == 0:
+            raise TrainingError(f"fold {self.fold}: ASC-Net needs reference and input slices, found "
+                                f"{len(reference)} reference and {len(inputs)} input slices")
+        size = max(len(reference), len(inputs))
+        self.reference = reference.balanced(size, self.seed + 1)
+        self.inputs = inputs.balanced(size, self.seed + 2)
+        self.pool_sizes = {"reference": len(reference), "input": len(inputs), "balanced": size,
+                           "held_out_patients": sorted(held_out)}
+        n = size
+        # Stage 1: R_d (+1) and I_fc(I_in) (-1). Stage 2: R_d and I_fc(R_d) (+1), I_fc(I_in) twice (-1).
+        self.discriminator_kinds = {
+            1: np.repeat([REFERENCE, INPUT_FENCE_CUT], n),
+            2: np.repeat([REFERENCE, REFERENCE_FENCE_CUT, INPUT_FENCE_CUT, INPUT_FENCE_CUT], n)}
+        for stage, kinds in self.discriminator_kinds.items():
+            refs = np.concatenate([self.reference.refs if k != INPUT_FENCE_CUT else self.inputs.refs
+                                   for k in kinds[::n]])
+            self.loader(SlicePool(f"discriminator_stage{stage}", cases, refs, self.data.channels),
+                        f"discriminator_stage{stage}")
+        self.loader(self.inputs, "main")
+
+    # ---- networks --------------------------------------------------------------------------------
+    def network_kwargs(self) -> dict:
+        net = self.settings["network"]
+        return {"in_channels": len(self.data.channels), "features": tuple(net["encoder_features"]),
+                "transition": net["transition_features"], "dropout": net["dropout"]}
+
+    def build_networks(self) -> dict:
+        slice_size = tuple(self.plans["preprocessing"]["slice_size"])
+        return {"M": ASCNetMain(**self.network_kwargs()),
+                "D": ASCDiscriminator(slice_size, **self.network_kwargs())}
+
+    def build_optimizers(self) -> dict:
+        lr = self.schedule.get("lr") or self.settings["optimizer"]["lr"]
+        return {k: torch.optim.Adam(self.networks[k].parameters(), lr=lr) for k in ("M", "D")}
+
+    def build_phases(self) -> list[Phase]:
+        epochs = int(self.schedule.get("epochs_per_step", 1))
+        cap = self.schedule.get("max_iterations_per_step")
+
+        def iterations(pool_size: int) -> int:
+            n = epochs * self.iterations_per_epoch(pool_size)
+            return min(n, int(cap)) if cap else n
+
+        phases = []
+        for stage in (1, 2):
+            d_iterations = iterations(len(self.discriminator_kinds[stage]))
+            for cycle in range(1, int(self.schedule[f"stage{stage}_cycles"]) + 1):
+                phases.append(Phase(f"stage{stage}/cycle{cycle}/discriminator", "discriminator", d_iterations,
+                                    stage, cycle))
+                phases.append(Phase(f"stage{stage}/cycle{cycle}/main", "main", iterations(len(self.inputs)),
+                                    stage, cycle))
+        return phases
+
+    # ---- one iteration ---------------------------------------------------------------------------
+    def discriminator_batch(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """The next D batch: images (reference slices or fence cuts), targets (+1 / -1), kinds."""
+        batch = next(self.loaders[f"discriminator_stage{stage}"])
+        kinds = self.discriminator_kinds[stage][batch["indices"]]
+        images = self.to_device(batch["data"])
+        needs_cut = torch.from_numpy(kinds != REFERENCE).to(self.device)
+        if bool(needs_cut.any()):
+            main = self.networks["M"]
+            main.eval()
+            with torch.no_grad():
+                images[needs_cut] = main(images[needs_cut])[0]
+            main.train()
+        targets = torch.from_numpy(np.where(kinds == INPUT_FENCE_CUT, -1.0, 1.0).astype(np.float32)).to(self.device)
+        return images, targets, kinds
+
+    def discriminator_step(self, stage: int) -> dict[str, float]:
+        images, targets, _ = self.discriminator_batch(stage)
+        discriminator = self.train_net("D")
+        discriminator.train()
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        loss = discriminator_loss(discriminator(images), targets)
+        loss.backward()
+        self.optimizers["D"].step()
+        return {"loss_D": loss.item()}
+
+    def main_step(self) -> dict[str, float]:
+        images = self.to_device(next(self.loaders["main"])["data"])
+        discriminator = self.networks["D"]
+        discriminator.eval()
+        discriminator.requires_grad_(False)
+        try:
+            self.optimizers["M"].zero_grad(set_to_none=True)
+            i_fc, i_wc, i_ro = self.train_net("M")(images)
+            l_cf = fence_cut_loss(discriminator(i_fc))
+            l_cw = wild_cut_loss(i_fc, i_wc)
+            l_r = reconstruction_loss(images, i_ro)
+            loss = l_cf + l_cw + l_r
+            loss.backward()
+            self.optimizers["M"].step()
+        finally:
+            discriminator.requires_grad_(True)
+        return {"loss_M": loss.item(), "loss_Cf": l_cf.item(), "loss_Cw": l_cw.item(), "loss_R": l_r.item()}
+
+    def train_iteration(self, phase: Phase, iteration: int) -> dict[str, float]:
+        if phase.kind == "discriminator":
+            return self.discriminator_step(phase.stage)
+        return self.main_step()
+
+    # ---- stopping rule ---------------------------------------------------------------------------
+    def validation_histogram(self, max_slices: int) -> np.ndarray:
+        """Histogram of I_ro over the validation slices (inside the ROI where there is one)."""
+        pool = self.data.validation_pool()
+        picks = np.unique(np.linspace(0, len(pool) - 1, min(max_slices, len(pool))).round().astype(int))
+        counts = np.zeros(DEFAULT_BINS, np.int64)
+        bs = 2 * self.batch_size
+        for start in range(0, len(picks), bs):
+            idx = picks[start:start + bs]
+            maps = self.predict_anomaly_map_eval(self.to_device(pool.read(idx))).cpu().numpy()
+            roi = pool.read_roi(idx)
+            counts += np.histogram(maps[roi] if roi is not None else maps, DEFAULT_BINS, self.histogram_range)[0]
+        return counts
+
+    @torch.inference_mode()
+    def predict_anomaly_map_eval(self, images: torch.Tensor) -> torch.Tensor:
+        main = self.networks["M"]
+        main.eval()
+        try:
+            return self.predict_anomaly_map(images)
+        finally:
+            main.train()
+
+    def on_phase_end(self, phase_index: int, phase: Phase) -> None:
+        if phase.kind != "main" or not self.is_main:
+            self._share_skips()
+            return
+        rule = self.settings.get("stopping_rule", {})
+        counts = self.validation_histogram(int(rule.get("max_slices", 128)))
+        peaks = peak_values(counts, self.histogram_range)
+        min_peaks = int(rule.get("min_peaks", 3))
+        later = [i for i, p in enumerate(self.phases) if p.stage == phase.stage and p.cycle > phase.cycle]
+        stop = len(peaks) >= min_peaks and bool(later)
+        self.log.event(self.position["step"], "stopping_rule", phase=phase.name, peaks=[round(float(v), 4) for v in peaks],
+                       min_peaks=min_peaks, ends_stage=stop, major=True)
+        print(f"  {phase.name}: {len(peaks)} separated I_ro peaks on validation slices at "
+              f"{', '.join(f'{v:.3f}' for v in peaks) or '-'}" + (f"; stage {phase.stage} ends here" if stop else ""))
+        if stop:
+            self.skipped_phases.update(later)
+        self._share_skips()
+
+    def _share_skips(self) -> None:
+        """Rank 0 decides the stopping rule; under DDP every rank must skip the same phases."""
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+        flags = torch.zeros(len(self.phases), dtype=torch.int32, device=self._collective_device())
+        for i in self.skipped_phases:
+            flags[i] = 1
+        dist.broadcast(flags, 0)
+        self.skipped_phases = {int(i) for i in torch.nonzero(flags).flatten().tolist()}
+
+    # ---- inference -------------------------------------------------------------------------------
+    def predict_anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+        return self.networks["M"](images)[2][:, 0]
+
+    def header(self) -> dict:
+        return {**super().header(), "pools": getattr(self, "pool_sizes", None)}

@@ -1,0 +1,1 @@
+"""Training: the fold's data, deterministic batch streams, checkpoints, the log and the trainer base."""

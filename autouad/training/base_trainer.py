@@ -1,0 +1,360 @@
+"""The trainer base that every method subclasses, and that users subclass to change one thing.
+
+A method says what its networks, optimizers and slice pools are, which phases its schedule has
+(ASC-Net: discriminator and main-module steps in cycles and stages; the auto-encoders: one phase
+of iterations) and what one iteration does. The base does everything else the same way for all:
+
+* the fold's cases from ``splits_final.json`` (patient-wise), the schedule from the plan with
+  command-line overrides (``--epochs``, ``--cycles``, ``--iterations`` or any ``key=value``);
+* seeding per iteration, so that a resumed run draws the same dropout masks and noise;
+* ``checkpoint_latest.pt`` every ``checkpoint_every`` iterations and at every phase end, and
+  ``checkpoint_final.pt``, both written atomically; ``--continue`` resumes at the saved iteration
+  with the networks, optimizer states, stream positions, stage/cycle and log as they were;
+* ``training_log.json`` and ``progress.png``;
+* DDP: each rank keeps its share of every global batch; rank 0 writes;
+* at the end, the fold's validation cases run through the model and their anomaly maps are saved
+  in ``validation/`` (preprocessed slice space) for calibration and scoring.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from autouad.training.checkpoint import load_checkpoint, save_checkpoint
+from autouad.training.fold_data import FoldData, PreprocessedCase, TrainingError
+from autouad.training.logger import TrainingLog
+from autouad.training.sampling import PoolBatchLoader
+from autouad.utils.files import save_json, save_npy
+
+CHECKPOINT_LATEST = "checkpoint_latest.pt"
+CHECKPOINT_FINAL = "checkpoint_final.pt"
+LOG_FILE = "training_log.json"
+PROGRESS_PLOT = "progress.png"
+VALIDATION_FOLDER = "validation"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of iterations that do the same kind of step."""
+    name: str
+    kind: str
+    iterations: int
+    stage: int = 0
+    cycle: int = 0
+
+
+def apply_schedule_overrides(schedule: dict, overrides: dict | None) -> dict:
+    out = dict(schedule)
+    for key, value in (overrides or {}).items():
+        if key not in out and key != "name":
+            raise TrainingError(f"schedule has no setting {key!r}; it has {sorted(out)}")
+        out[key] = value
+    return out
+
+
+class AutoUADTrainer:
+    method: str = ""
+    # Iterations between two writes of checkpoint_latest.pt (phase ends always write one).
+    checkpoint_every: int = 50
+    # What the saved validation maps are, and the value range their histograms cover (None: no histogram).
+    map_name: str = "anomaly map"
+    histogram_range: tuple[float, float] | None = None
+    histogram_bins: int = 256
+
+    def __init__(self, plans: dict, fold: int, preprocessed_dataset_folder: Path, output_folder: Path,
+                 device: str | torch.device = "cpu", schedule_overrides: dict | None = None,
+                 seed: int = 12345, rank: int = 0, world_size: int = 1):
+        self.plans = plans
+        self.settings = plans["method_settings"]
+        self.fold = fold
+        self.device = torch.device(device)
+        self.output_folder = Path(output_folder)
+        self.schedule_overrides = dict(schedule_overrides or {})
+        self.schedule = apply_schedule_overrides(plans["schedule"], self.schedule_overrides)
+        self.seed = int(seed)
+        self.rank, self.world_size = rank, world_size
+        self.batch_size = int(plans["batch_size"])
+        if self.batch_size < world_size:
+            raise TrainingError(f"batch size {self.batch_size} is smaller than the {world_size} DDP processes")
+        self.data = FoldData(Path(preprocessed_dataset_folder), plans, fold)
+        self.position = {"phase": 0, "iteration": 0, "step": 0}
+        self.skipped_phases: set[int] = set()
+        self.finished = False
+        self.log = TrainingLog()
+        self.elapsed_before = 0.0
+        self.networks: dict[str, torch.nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.loaders: dict[str, PoolBatchLoader] = {}
+        self._ddp: dict[str, torch.nn.Module] = {}
+        self.phases: list[Phase] = []
+
+    # ---- what a method defines -------------------------------------------------------------------
+    def build_pools(self) -> None:
+        """Set up ``self.loaders`` (and whatever pools the method needs)."""
+        raise NotImplementedError
+
+    def build_networks(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def build_phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def train_iteration(self, phase: Phase, iteration: int) -> dict[str, float]:
+        """One iteration of ``phase``; returns the losses to log."""
+        raise NotImplementedError
+
+    def predict_anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) preprocessed slices -> (B, H, W) anomaly maps, higher = more anomalous
+        (ASC-Net returns I_ro, whose threshold side the calibration picks)."""
+        raise NotImplementedError
+
+    def on_phase_end(self, phase_index: int, phase: Phase) -> None:
+        """Called once after each phase (and again after a resume that stopped right there)."""
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    # ---- helpers for methods ---------------------------------------------------------------------
+    def loader(self, pool, name: str, batch_size: int | None = None, transforms=None) -> PoolBatchLoader:
+        loader = PoolBatchLoader(pool, batch_size or self.batch_size, self.seed, name=f"fold{self.fold}/{name}",
+                                 rank=self.rank, world_size=self.world_size, transforms=transforms)
+        self.loaders[name] = loader
+        return loader
+
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device, non_blocking=True)
+
+    def train_net(self, name: str) -> torch.nn.Module:
+        """The network to run a training forward pass through: its DDP wrapper under DDP."""
+        return self._ddp.get(name, self.networks[name])
+
+    def iterations_per_epoch(self, pool_size: int) -> int:
+        return max(1, int(np.ceil(pool_size / self.batch_size)))
+
+    def reduce_losses(self, losses: dict[str, float]) -> dict[str, float]:
+        if self.world_size == 1:
+            return losses
+        keys = sorted(losses)
+        t = torch.tensor([float(losses[k]) for k in keys], dtype=torch.float64, device=self._collective_device())
+        dist.all_reduce(t)
+        return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
+
+    def _collective_device(self) -> torch.device:
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def initialize(self) -> None:
+        torch.manual_seed(self.seed)
+        self.build_pools()
+        self.networks = {k: v.to(self.device) for k, v in self.build_networks().items()}
+        self.optimizers = self.build_optimizers()
+        self.phases = self.build_phases()
+        total = sum(p.iterations for p in self.phases)
+        self.log.every = max(1, total // 2000)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = {k: DDP(self.networks[k], device_ids=ids) for k in self.optimizers_by_network()}
+
+    def optimizers_by_network(self) -> list[str]:
+        """Networks that have an optimizer (the ones DDP must keep in sync)."""
+        return [k for k in self.networks if k in self.optimizers]
+
+    def header(self) -> dict:
+        return {"method": self.method, "trainer": f"{type(self).__module__}.{type(self).__qualname__}",
+                "dataset": self.plans["dataset"], "plans_name": self.plans["plans_name"], "fold": self.fold,
+                "schedule": self.schedule, "schedule_overrides": self.schedule_overrides,
+                "batch_size": self.batch_size, "world_size": self.world_size, "device": str(self.device),
+                "train_cases": self.data.train_names, "validation_cases": self.data.validation_names,
+                "phases": [asdict(p) for p in self.phases], "skipped_phases": sorted(self.skipped_phases),
+                "finished": self.finished}
+
+    def state_dict(self) -> dict:
+        return {"format": "autouad-checkpoint-1", "method": self.method, "fold": self.fold,
+                "plans_name": self.plans["plans_name"], "schedule": self.schedule,
+                "schedule_overrides": self.schedule_overrides, "seed": self.seed,
+                "phase_names": [p.name for p in self.phases], "position": dict(self.position),
+                "skipped_phases": sorted(self.skipped_phases), "finished": self.finished,
+                "elapsed_seconds": self.elapsed(),
+                "networks": {k: v.state_dict() for k, v in self.networks.items()},
+                "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+                "streams": {k: v.stream.state_dict() for k, v in self.loaders.items()},
+                "log": self.log.state_dict(), "extra": self.extra_state()}
+
+    def load_state_dict(self, state: dict, source: Path) -> None:
+        if state.get("method") != self.method or state.get("fold") != self.fold:
+            raise TrainingError(f"{source}: checkpoint of {state.get('method')} fold {state.get('fold')}, "
+                                f"not {self.method} fold {self.fold}")
+        names = [p.name for p in self.phases]
+        done = state["position"]["phase"]
+        if names[:done] != state["phase_names"][:done]:
+            raise TrainingError(f"{source}: the schedule changed before the saved position "
+                                f"(phase {done}); only later phases may change")
+        try:
+            for k, net in self.networks.items():
+                net.load_state_dict(state["networks"][k])
+            for k, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][k])
+            for k, loader in self.loaders.items():
+                loader.stream.load_state_dict(state["streams"][k])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise TrainingError(f"{source}: does not fit this trainer ({str(e).splitlines()[0][:160]})") from None
+        self.position = dict(state["position"])
+        self.skipped_phases = set(state["skipped_phases"])
+        self.log.load_state_dict(state["log"])
+        self.elapsed_before = float(state["elapsed_seconds"])
+        self.load_extra_state(state["extra"])
+        # A longer schedule given with --continue re-opens a finished run.
+        self.finished = bool(state["finished"]) and self.position["phase"] >= len(self.phases)
+
+    def resume(self) -> None:
+        path = self.output_folder / CHECKPOINT_LATEST
+        self.load_state_dict(load_checkpoint(path), path)
+        if self.is_main:
+            print(f"resuming {self.method} fold {self.fold} at iteration {self.position['step']} "
+                  f"(phase {self.position['phase']}, iteration {self.position['iteration']})")
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.time() - self._start if hasattr(self, "_start") else 0.0)
+
+    def save(self, name: str) -> None:
+        if not self.is_main:
+            return
+        self.output_folder.mkdir(parents=True, exist_ok=True)
+        self.log.flush(self.position["step"], self.elapsed())
+        save_checkpoint(self.state_dict(), self.output_folder / name)
+        self.log.save(self.output_folder / LOG_FILE, self.header())
+        self.log.plot(self.output_folder / PROGRESS_PLOT,
+                      f"{self.method} {self.plans['dataset']} fold {self.fold} ({self.schedule.get('name')})")
+
+    def seed_iteration(self, step: int) -> None:
+        seed = np.random.SeedSequence([self.seed, self.fold, step, self.rank]).generate_state(1)[0]
+        torch.manual_seed(int(seed))
+
+    def remaining_iterations(self) -> int:
+        left = 0
+        for i, p in enumerate(self.phases):
+            if i in self.skipped_phases or i < self.position["phase"]:
+                continue
+            left += p.iterations - (self.position["iteration"] if i == self.position["phase"] else 0)
+        return left
+
+    def run_training(self) -> None:
+        self._start = time.time()
+        done = self.position["step"]
+        bar = tqdm(total=done + self.remaining_iterations(), initial=done, disable=not self.is_main,
+                   desc=f"{self.method} fold {self.fold}", unit="it", dynamic_ncols=True, file=sys.stdout)
+        while self.position["phase"] < len(self.phases):
+            index = self.position["phase"]
+            phase = self.phases[index]
+            if index not in self.skipped_phases:
+                bar.set_postfix_str(phase.name)
+                for network in self.networks.values():
+                    network.train()
+                while self.position["iteration"] < phase.iterations:
+                    step = self.position["step"]
+                    self.seed_iteration(step)
+                    losses = self.reduce_losses(self.train_iteration(phase, self.position["iteration"]))
+                    self.position["iteration"] += 1
+                    self.position["step"] = step + 1
+                    self.log.add(step + 1, phase.name, losses, self.elapsed())
+                    bar.update(1)
+                    if (step + 1) % self.checkpoint_every == 0:
+                        self.save(CHECKPOINT_LATEST)
+                self.on_phase_end(index, phase)
+                bar.total = self.position["step"] + self.remaining_iterations()
+            self.position = {"phase": index + 1, "iteration": 0, "step": self.position["step"]}
+            self.save(CHECKPOINT_LATEST)
+        bar.close()
+        self.finished = True
+        if self.world_size > 1:
+            self.check_replicas_in_sync()
+        self.save(CHECKPOINT_LATEST)
+        self.save(CHECKPOINT_FINAL)
+
+    def check_replicas_in_sync(self) -> None:
+        """DDP must leave every rank with the same weights; a mismatch is a bug, so say so loudly."""
+        for name in self.optimizers_by_network():
+            flat = torch.cat([p.detach().float().flatten() for p in self.networks[name].parameters()])
+            flat = flat.to(self._collective_device())
+            gathered = [torch.empty_like(flat) for _ in range(self.world_size)]
+            dist.all_gather(gathered, flat)
+            if any(not torch.equal(gathered[0], g) for g in gathered[1:]):
+                raise RuntimeError(f"DDP replicas of {name} diverged")
+
+    # ---- validation maps -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def case_anomaly_maps(self, case: PreprocessedCase, batch_size: int | None = None) -> np.ndarray:
+        for network in self.networks.values():
+            network.eval()
+        channels = self.data.channels
+        bs = batch_size or max(1, 2 * self.batch_size)
+        out = []
+        for start in range(0, case.num_slices, bs):
+            images = np.ascontiguousarray(case.data[start:start + bs][:, channels], dtype=np.float32)
+            out.append(self.predict_anomaly_map(self.to_device(images)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0,) + case.data.shape[2:], np.float32)
+
+    def case_histogram(self, case: PreprocessedCase, maps: np.ndarray) -> dict:
+        lo, hi = self.histogram_range
+        values = maps[case.roi.astype(bool)] if case.roi is not None else maps.ravel()
+        counts, edges = np.histogram(values, bins=self.histogram_bins, range=(lo, hi))
+        return {"map": self.map_name, "range": [lo, hi], "bins": self.histogram_bins,
+                "pixels": "inside the ROI" if case.roi is not None else "all pixels", "counts": counts}
+
+    def export_validation(self) -> Path:
+        """Anomaly maps of the fold's validation cases: ``validation/<case>.npy`` (slices, H, W) in the
+        preprocessed slice space, plus histograms where the map has a fixed range."""
+        folder = self.output_folder / VALIDATION_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        histograms = {}
+        for case in tqdm(self.data.validation_cases, desc="validation maps", unit="case",
+                         disable=not self.is_main, file=sys.stdout):
+            maps = self.case_anomaly_maps(case)
+            save_npy(maps.astype(np.float32), folder / f"{case.name}.npy")
+            if self.histogram_range is not None:
+                histograms[case.name] = self.case_histogram(case, maps)
+                save_json(histograms[case.name], folder / f"{case.name}_histogram.json")
+        save_json({"map": self.map_name, "space": "preprocessed slices (see the case's preprocessing json)",
+                   "plans_name": self.plans["plans_name"], "fold": self.fold,
+                   "cases": self.data.validation_names}, folder / "maps.json")
+        if histograms:
+            self.plot_histograms(histograms, folder / "histograms.png")
+        return folder
+
+    def plot_histograms(self, histograms: dict, path: Path) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for name, h in histograms.items():
+            edges = np.linspace(h["range"][0], h["range"][1], h["bins"] + 1)
+            counts = np.asarray(h["counts"], float)
+            ax.semilogy(0.5 * (edges[1:] + edges[:-1]), np.maximum(counts / max(counts.sum(), 1), 1e-7),
+                        lw=1, label=name)
+        ax.set_xlabel(self.map_name)
+        ax.set_ylabel("fraction of pixels")
+        ax.set_title(f"{self.method} fold {self.fold}: validation {self.map_name} histograms", fontsize=9)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        fig.savefig(tmp, dpi=90)
+        plt.close(fig)
+        tmp.replace(path)

@@ -1,0 +1,222 @@
+"""ASC-Net: losses against hand-computed values, the networks against the paper's description, the
+training stages (D frozen in the M step, stage 2's union set, the stopping rule) and exact resume."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from autouad.calibration.histogram_peaks import separated_peaks
+from autouad.methods.ascnet.losses import discriminator_loss, fence_cut_loss, reconstruction_loss, wild_cut_loss
+from autouad.methods.ascnet.network import ASCDiscriminator, ASCNetMain
+from autouad.methods.ascnet.trainer import INPUT_FENCE_CUT, REFERENCE, REFERENCE_FENCE_CUT, ASCNetTrainer
+from autouad.paths import preprocessed_root, results_root
+from autouad.planning.plans_files import find_plans
+from autouad.training.sampling import EpochStream
+
+
+# ---- losses ----------------------------------------------------------------------------------------
+def test_fence_cut_loss():
+    assert fence_cut_loss(torch.tensor([0.5, -1.0])).item() == pytest.approx((0.5 + 2.0) / 2)
+
+
+def test_wild_cut_loss_is_the_positive_dice_per_image():
+    fc = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]], [[[1.0, 1.0], [1.0, 1.0]]]])
+    wc = torch.tensor([[[[0.0, 1.0], [0.5, 0.5]]], [[[1.0, 1.0], [0.0, 0.0]]]])
+    # image 1: overlap 0.5, sums 2 and 2 -> 0.25; image 2: overlap 2, sums 4 and 2 -> 2/3
+    assert wild_cut_loss(fc, wc).item() == pytest.approx((0.25 + 2 / 3) / 2, rel=1e-6)
+    assert wild_cut_loss(fc[:1], 1 - fc[:1]).item() == pytest.approx(0.25, rel=1e-6)
+
+
+def test_reconstruction_and_discriminator_losses():
+    assert reconstruction_loss(torch.tensor([0.0, 1.0, 0.2]), torch.tensor([0.5, 0.5, 0.2])).item() == \
+        pytest.approx((0.25 + 0.25 + 0.0) / 3)
+    # targets +1 for the reference, -1 for fence cuts: |0.9 - 1| and |-0.5 + 1|
+    assert discriminator_loss(torch.tensor([0.9, -0.5]), torch.tensor([1.0, -1.0])).item() == pytest.approx(0.3)
+
+
+# ---- networks --------------------------------------------------------------------------------------
+def conv(cin, cout, k):
+    return cin * cout * k * k + cout
+
+
+def block(cin, cout):  # two 3x3 convolutions, each with batch norm (scale and shift)
+    return conv(cin, cout, 3) + 2 * cout + conv(cout, cout, 3) + 2 * cout
+
+
+FEATURES = [32, 64, 128, 256]
+
+
+def encoder_parameters():
+    ins = [1] + FEATURES[:-1]
+    return sum(block(i, f) for i, f in zip(ins, FEATURES)) + block(256, 512)
+
+
+def decoder_parameters():
+    ins = [512, 256, 128, 64]
+    return sum(conv(i, f, 2) + block(2 * f, f) for i, f in zip(ins, reversed(FEATURES))) + conv(32, 1, 1)
+
+
+def test_network_parameter_counts_match_the_paper_description():
+    main = ASCNetMain()
+    expected_main = encoder_parameters() + 2 * decoder_parameters() + conv(2, 1, 1)
+    assert sum(p.numel() for p in main.parameters()) == expected_main
+    d = ASCDiscriminator((160, 160))
+    assert sum(p.numel() for p in d.parameters()) == encoder_parameters() + 512 * 10 * 10 + 1
+    # batch norm after every convolution, dropout 0.3 after every pooling, one per decoder block
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in main.encoder.modules()) == 10
+    assert main.encoder.dropout.p == 0.3
+
+
+def test_network_shapes_and_ranges():
+    main, d = ASCNetMain().eval(), ASCDiscriminator((32, 48)).eval()
+    x = torch.rand(3, 1, 32, 48)
+    with torch.no_grad():
+        outputs = main(x)
+        score = d(outputs[0])
+    for out in outputs:
+        assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert score.shape == (3,) and float(score.abs().max()) <= 1
+    with pytest.raises(ValueError, match="divisible by 16"):
+        ASCDiscriminator((40, 48))
+
+
+# ---- histogram peaks (the stopping rule) -----------------------------------------------------------
+def gaussian_counts(centres, widths, weights, bins=256):
+    x = np.arange(bins)
+    return sum(w * np.exp(-0.5 * ((x - c) / s) ** 2) for c, s, w in zip(centres, widths, weights)) * 1e4
+
+
+def test_separated_peaks():
+    assert list(separated_peaks(gaussian_counts([60, 120, 200], [5, 5, 5], [1, 1, 0.3]))) == [60, 120, 200]
+    # a valley above half the smaller peak's height: one peak, not two
+    assert len(separated_peaks(gaussian_counts([100, 112], [6, 6], [1, 1]))) == 1
+    # a bump holding far less than 0.1 % of the pixels per bin does not count
+    assert list(separated_peaks(gaussian_counts([60, 200], [5, 2], [1, 1e-5]))) == [60]
+    # a peak in the last bin counts
+    counts = gaussian_counts([60], [5], [1])
+    counts[-1] = counts.max()
+    assert list(separated_peaks(counts)) == [60, 255]
+
+
+# ---- the trainer -----------------------------------------------------------------------------------
+@pytest.fixture
+def trainer_factory(demo_planned, monkeypatch, tmp_path):
+    for key, value in demo_planned.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AUTOUAD_results", str(tmp_path / "results"))
+
+    def make(overrides=None, cls=ASCNetTrainer, fold=0):
+        plans, path = find_plans(preprocessed_root() / "Dataset007_DemoBrainMRI", "ascnet")
+        out = results_root() / "Dataset007_DemoBrainMRI" / "ascnet__autouadPlans_ascnet" / f"fold_{fold}"
+        trainer = cls(plans, fold, path.parent, out, schedule_overrides=overrides)
+        trainer.checkpoint_every = 1
+        trainer.initialize()
+        return trainer
+    return make
+
+
+def state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pools_follow_the_reference_protocol(trainer_factory):
+    trainer = trainer_factory()
+    # demo: normal subjects are the reference, patients the input; the smaller set is duplicated
+    assert trainer.pool_sizes["reference"] > 0 and trainer.pool_sizes["input"] > 0
+    assert len(trainer.reference) == len(trainer.inputs) == trainer.pool_sizes["balanced"]
+    for pool, role in ((trainer.reference, "normal"), (trainer.inputs, "unlabeled")):
+        assert {trainer.data.train_cases[c].meta["role"] for c in np.unique(pool.refs[:, 0])} == {role}
+
+
+def test_discriminator_is_frozen_during_the_main_step(trainer_factory):
+    trainer = trainer_factory()
+    d_before, m_before = state(trainer.networks["D"]), state(trainer.networks["M"])
+    losses = trainer.main_step()
+    assert set(losses) == {"loss_M", "loss_Cf", "loss_Cw", "loss_R"}
+    assert same(d_before, state(trainer.networks["D"]))  # weights and batch-norm statistics
+    assert not same(m_before, state(trainer.networks["M"]))
+    assert all(p.requires_grad for p in trainer.networks["D"].parameters())
+
+
+def test_main_module_is_untouched_by_the_discriminator_step(trainer_factory):
+    trainer = trainer_factory()
+    d_before, m_before = state(trainer.networks["D"]), state(trainer.networks["M"])
+    trainer.discriminator_step(1)
+    assert same(m_before, state(trainer.networks["M"]))
+    assert not same(d_before, state(trainer.networks["D"]))
+
+
+def test_stage_two_feeds_the_discriminator_the_union_set(trainer_factory):
+    trainer = trainer_factory()
+    kinds = trainer.discriminator_kinds
+    assert set(kinds[1]) == {REFERENCE, INPUT_FENCE_CUT}
+    n = len(trainer.reference)
+    assert [int((kinds[2] == k).sum()) for k in (REFERENCE, REFERENCE_FENCE_CUT, INPUT_FENCE_CUT)] == [n, n, 2 * n]
+    loader = trainer.loaders["discriminator_stage2"]
+    seen = set()
+    for _ in range(6):
+        start = loader.stream.position
+        images, targets, batch_kinds = trainer.discriminator_batch(2)
+        seen |= set(batch_kinds.tolist())
+        replay = EpochStream(loader.stream.size, loader.stream.seed, loader.stream.name)
+        replay.position = start
+        raw = torch.from_numpy(loader._data.read(replay.take(trainer.batch_size)))
+        main = trainer.networks["M"].eval()
+        with torch.no_grad():
+            cuts = main(raw)[0]
+        for i, kind in enumerate(batch_kinds):
+            expected = raw[i] if kind == REFERENCE else cuts[i]
+            assert torch.allclose(images[i].cpu(), expected, atol=1e-6)
+            assert targets[i].item() == (-1.0 if kind == INPUT_FENCE_CUT else 1.0)
+    assert REFERENCE_FENCE_CUT in seen  # I_fc(R_d) counts as true in stage 2
+
+
+def test_stopping_rule_ends_the_stage(trainer_factory, monkeypatch):
+    trainer = trainer_factory({"stage1_cycles": 3})
+    three_peaks = gaussian_counts([60, 120, 200], [5, 5, 5], [1, 1, 0.3]).astype(np.int64)
+    monkeypatch.setattr(trainer, "validation_histogram", lambda max_slices: three_peaks)
+    names = [p.name for p in trainer.phases]
+    trainer.on_phase_end(names.index("stage1/cycle1/main"), trainer.phases[names.index("stage1/cycle1/main")])
+    assert {names[i] for i in trainer.skipped_phases} == {f"stage1/cycle{c}/{k}" for c in (2, 3)
+                                                         for k in ("discriminator", "main")}
+    assert trainer.log.events[-1]["ends_stage"] and len(trainer.log.events[-1]["peaks"]) == 3
+
+
+class Interrupted(Exception):
+    pass
+
+
+def without_times(entries):
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in entries]
+
+
+def test_killed_run_resumes_exactly(trainer_factory):
+    full = trainer_factory()
+    full.run_training()
+    reference_log = without_times(full.log.entries)
+    reference_weights = state(full.networks["M"])
+    assert full.position["step"] == 8
+
+    class Killed(ASCNetTrainer):
+        def train_iteration(self, phase, iteration):
+            if self.position["step"] == 5:
+                raise Interrupted
+            return super().train_iteration(phase, iteration)
+
+    for f in full.output_folder.iterdir():
+        if f.is_file():
+            f.unlink()
+    first = trainer_factory(cls=Killed)
+    with pytest.raises(Interrupted):
+        first.run_training()
+    second = trainer_factory()
+    second.resume()
+    assert second.position["step"] == 5
+    second.run_training()
+    assert without_times(second.log.entries) == reference_log
+    assert same(reference_weights, state(second.networks["M"]))

@@ -1,0 +1,78 @@
+"""autouad_train from the command line: outputs, DDP on the CPU (gloo, two processes), bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from autouad.cli.train import main
+
+DATASET = "Dataset007_DemoBrainMRI"
+QUICK = ["--set", "max_iterations_per_step=1"]
+
+
+@pytest.fixture
+def env(demo_planned, monkeypatch, tmp_path):
+    for key, value in demo_planned.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AUTOUAD_results", str(tmp_path / "results"))
+    return tmp_path / "results" / DATASET / "ascnet__autouadPlans_ascnet"
+
+
+def one_line_error(capsys, *fragments):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_train_writes_checkpoints_log_plot_and_validation_maps(env):
+    assert main(["7", "0", "-m", "ascnet", *QUICK]) == 0
+    fold = env / "fold_0"
+    for name in ("checkpoint_latest.pt", "checkpoint_final.pt", "training_log.json", "progress.png"):
+        assert (fold / name).is_file(), name
+    assert (env / "plans.json").is_file() and (env / "dataset.json").is_file()
+    log = json.loads((fold / "training_log.json").read_text())
+    assert log["finished"] and log["schedule"]["max_iterations_per_step"] == 1
+    maps = json.loads((fold / "validation" / "maps.json").read_text())
+    assert maps["cases"] == log["validation_cases"] and maps["map"] == "I_ro"
+    for case in maps["cases"]:
+        assert (fold / "validation" / f"{case}.npy").is_file()
+        assert sum(json.loads((fold / "validation" / f"{case}_histogram.json").read_text())["counts"]) > 0
+    state = torch.load(fold / "checkpoint_final.pt", weights_only=True)
+    assert state["finished"] and state["position"]["step"] == 4
+
+
+def test_ddp_on_cpu_with_gloo(env):
+    assert main(["7", "0", "-m", "ascnet", "--device", "cpu", "--num-gpus", "2", *QUICK]) == 0
+    log = json.loads((env / "fold_0" / "training_log.json").read_text())
+    # the trainer checks at the end that both ranks hold identical weights
+    assert log["world_size"] == 2 and log["finished"]
+
+
+def test_bad_input_gives_one_line_errors(env, capsys, demo_planned, tmp_path):
+    assert main(["42", "0"]) == 1
+    one_line_error(capsys, "no dataset with id 42")
+    assert main(["7", "0", "-m", "caae"]) == 1
+    one_line_error(capsys, "no plans", "autouad_plan_and_preprocess")
+    assert main(["7", "5", "-m", "ascnet"]) == 1
+    one_line_error(capsys, "fold 5 is out of range")
+    assert main(["7", "0", "-m", "ascnet", "--continue"]) == 1
+    one_line_error(capsys, "no checkpoint to continue from")
+    assert main(["7", "0", "-m", "ascnet", "--set", "no_such_setting=3"]) == 1
+    one_line_error(capsys, "no setting 'no_such_setting'")
+
+
+def test_corrupt_checkpoint_and_existing_run_are_refused_untouched(env, capsys):
+    fold = env / "fold_0"
+    fold.mkdir(parents=True)
+    garbage = b"this is not a checkpoint" * 10
+    (fold / "checkpoint_latest.pt").write_bytes(garbage)
+    assert main(["7", "0", "-m", "ascnet", "--continue", *QUICK]) == 1
+    one_line_error(capsys, "checkpoint_latest.pt", "not a readable autouad checkpoint")
+    assert main(["7", "0", "-m", "ascnet", *QUICK]) == 1
+    one_line_error(capsys, "already holds checkpoint_latest.pt", "--continue")
+    assert (fold / "checkpoint_latest.pt").read_bytes() == garbage
+    assert sorted(p.name for p in fold.iterdir()) == ["checkpoint_latest.pt"]
