@@ -273,7 +273,7 @@ class Interrupted(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["caae", "vae"])
+@pytest.mark.parametrize("method", ["caae", "aae", "vae"])
 def test_continued_run_equals_uninterrupted_run(demo_folders, tmp_path, method):
     iterations = 5
     straight = small_trainer(demo_folders, method, tmp_path / "straight", iterations)
