@@ -29,8 +29,9 @@ from autouad.paths import find_dataset_name, preprocessed_root, results_root
 from autouad.planning.method_plans import METHODS, load_method_plans
 from autouad.planning.plans_files import PlansNotFoundError, find_plans
 from autouad.planning.planner import SCHEDULES
-from autouad.training.base_trainer import CHECKPOINT_FINAL, CHECKPOINT_LATEST, LOG_FILE
+from autouad.training.base_trainer import CHECKPOINT_FINAL, CHECKPOINT_LATEST, LOG_FILE, apply_schedule_overrides
 from autouad.training.fold_data import TrainingError
+from autouad.utils.files import atomic_output
 
 
 def parse_value(text: str):
@@ -63,10 +64,7 @@ def schedule_overrides(args, plans: dict) -> tuple[dict, dict]:
         if not sep:
             raise TrainingError(f"--set {item}: expected KEY=VALUE")
         overrides[key] = parse_value(value)
-    for key in overrides:
-        if key not in schedule:
-            raise TrainingError(f"the {schedule.get('name')} schedule of {plans['method']} has no setting {key!r}; "
-                                f"it has {', '.join(sorted(k for k in schedule if k not in ('name', 'note')))}")
+    apply_schedule_overrides(schedule, overrides)  # reports a bad key before any process starts
     return schedule, overrides
 
 
@@ -130,9 +128,8 @@ def save_plans_copy(plans_path: Path, method_folder: Path) -> None:
     for source, name in ((plans_path, "plans.json"), (plans_path.parent / "dataset.json", "dataset.json"),
                          (plans_path.parent / "dataset_fingerprint.json", "dataset_fingerprint.json")):
         if source.is_file():
-            tmp = method_folder / f".{name}.tmp"
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, method_folder / name)
+            with atomic_output(method_folder / name) as tmp:
+                shutil.copyfile(source, tmp)
 
 
 def _free_port() -> int:

@@ -31,7 +31,7 @@ from autouad.training.checkpoint import load_checkpoint, save_checkpoint
 from autouad.training.fold_data import FoldData, PreprocessedCase, TrainingError
 from autouad.training.logger import TrainingLog
 from autouad.training.sampling import PoolBatchLoader
-from autouad.utils.files import save_json, save_npy
+from autouad.utils.files import save_figure, save_json, save_npy
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_FINAL = "checkpoint_final.pt"
@@ -53,8 +53,9 @@ class Phase:
 def apply_schedule_overrides(schedule: dict, overrides: dict | None) -> dict:
     out = dict(schedule)
     for key, value in (overrides or {}).items():
-        if key not in out and key != "name":
-            raise TrainingError(f"schedule has no setting {key!r}; it has {sorted(out)}")
+        if key not in out:
+            settings = ", ".join(sorted(k for k in out if k not in ("name", "note")))
+            raise TrainingError(f"the {out.get('name')} schedule has no setting {key!r}; it has {settings}")
         out[key] = value
     return out
 
@@ -94,6 +95,7 @@ class AutoUADTrainer:
         self.loaders: dict[str, PoolBatchLoader] = {}
         self._ddp: dict[str, torch.nn.Module] = {}
         self.phases: list[Phase] = []
+        self.pool_sizes: dict = {}  # what build_pools found, for the log
 
     # ---- what a method defines -------------------------------------------------------------------
     def build_pools(self) -> None:
@@ -184,7 +186,7 @@ class AutoUADTrainer:
                 "batch_size": self.batch_size, "world_size": self.world_size, "device": str(self.device),
                 "train_cases": self.data.train_names, "validation_cases": self.data.validation_names,
                 "phases": [asdict(p) for p in self.phases], "skipped_phases": sorted(self.skipped_phases),
-                "finished": self.finished}
+                "pools": self.pool_sizes, "finished": self.finished}
 
     def state_dict(self) -> dict:
         return {"format": "autouad-checkpoint-1", "method": self.method, "fold": self.fold,
@@ -354,7 +356,7 @@ class AutoUADTrainer:
         ax.set_title(f"{self.method} fold {self.fold}: validation {self.map_name} histograms", fontsize=9)
         ax.legend(fontsize=6)
         fig.tight_layout()
-        tmp = path.with_name(f".{path.stem}.tmp.png")
-        fig.savefig(tmp, dpi=90)
-        plt.close(fig)
-        tmp.replace(path)
+        try:
+            save_figure(fig, path, dpi=90)
+        finally:
+            plt.close(fig)

@@ -6,24 +6,17 @@ someone else cannot run code when it is loaded.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from autouad.training.fold_data import TrainingError
-from autouad.utils.files import _temp_path_beside
+from autouad.utils.files import atomic_output
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    path = Path(path)
-    tmp = _temp_path_beside(path)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_checkpoint(path: Path) -> dict:

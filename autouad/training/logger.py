@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autouad.utils.files import save_json
+from autouad.utils.files import save_figure, save_json
 
 
 class TrainingLog:
@@ -77,12 +77,7 @@ class TrainingLog:
         axes[-1, 0].set_xlabel("iteration")
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
-        path = Path(path)
-        tmp = path.with_name(f".{path.stem}.tmp.png")
         try:
-            fig.savefig(tmp, dpi=80)
-            tmp.replace(path)
+            save_figure(fig, path, dpi=80)
         finally:
             plt.close(fig)
-            if tmp.exists():
-                tmp.unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,26 @@ def _temp_path_beside(path: Path) -> Path:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     return Path(tmp)
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike):
+    """Yields a temporary path beside ``path`` to write to; it becomes ``path`` only when the block
+    ends without an error, so readers never see a half-written file."""
+    path = Path(path)
+    tmp = _temp_path_beside(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 80) -> None:
+    """A matplotlib figure as PNG, atomically."""
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -40,16 +61,9 @@ def _to_jsonable(obj: Any) -> Any:
 
 
 def save_json(obj: Any, path: str | os.PathLike, indent: int | None = 2) -> None:
-    path = Path(path)
-    tmp = _temp_path_beside(path)
-    try:
-        with open(tmp, "w") as f:
-            json.dump(_to_jsonable(obj), f, indent=indent, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
+        json.dump(_to_jsonable(obj), f, indent=indent, allow_nan=False)
+        f.write("\n")
 
 
 def load_json(path: str | os.PathLike) -> Any:
@@ -59,15 +73,8 @@ def load_json(path: str | os.PathLike) -> Any:
 
 def save_npy(array: np.ndarray, path: str | os.PathLike) -> None:
     """np.save without pickle, atomically; the file is memory-mappable with np.load(mmap_mode='r')."""
-    path = Path(path)
-    tmp = _temp_path_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def load_npy(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:

@@ -215,6 +215,3 @@ class ASCNetTrainer(AutoUADTrainer):
     # ---- inference -------------------------------------------------------------------------------
     def predict_anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
         return self.networks["M"](images)[2][:, 0]
-
-    def header(self) -> dict:
-        return {**super().header(), "pools": getattr(self, "pool_sizes", None)}

@@ -230,7 +230,7 @@ class CAAETrainer(AutoUADTrainer):
         return (images - self.reconstruct(images)).abs().mean(1).contiguous()
 
     def header(self) -> dict:
-        return {**super().header(), "pools": getattr(self, "pool_sizes", None),
+        return {**super().header(),
                 "lambda_latent": self.lambda_latent,
                 "critic_steps_per_generator_step": self.critic_steps if self.adversarial else 0}
 
