@@ -38,6 +38,9 @@ setup(
             "autouad_plan=autouad.cli.plan_and_preprocess:main_plan",
             "autouad_preprocess=autouad.cli.plan_and_preprocess:main_preprocess",
             "autouad_train=autouad.cli.train:main",
+            "autouad_predict=autouad.cli.predict:main",
+            "autouad_evaluate=autouad.cli.evaluate:main",
+            "autouad_summarize=autouad.cli.summarize:main",
             "autouad_demo=autouad.cli.demo:main",
         ]
     },

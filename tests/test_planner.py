@@ -1,6 +1,7 @@
 """Planner decisions for different data situations, overrides, subclassing and splits."""
 import copy
 
+import numpy as np
 import pytest
 
 from autouad.planning.planner import AutoUADPlanner, PlanningError, plan_dataset
@@ -44,19 +45,26 @@ def plan(tmp_path, fp, **kw):
 def test_mri_with_normal_and_unlabeled_plans_ascnet(tmp_path):
     p = plan(tmp_path, fingerprint())
     assert p["method"] == "ascnet" and p["task"] == "segmentation"
-    assert p["threshold"] == {"strategy": "histogram_peak", "peak": "rightmost"}
+    assert p["threshold"] == {"strategy": "histogram_peak", "peak": "rightmost", "cut": "valley"}
     assert p["preprocessing"]["normalization"]["scheme"] == "minmax"
     assert p["preprocessing"]["crop"] == "roi" and p["preprocessing"]["mode"] == "spacing"
     h, w = p["preprocessing"]["slice_size"]
     assert h % 16 == 0 and w % 16 == 0 and h * w <= 25600
-    assert p["postprocessing"]["kernel_size"] == 9  # large anomalies, as BraTS
+    # large anomalies: BraTS's 9x9 at the papers' 1 mm pixels, the same physical size on the planned grid
+    assert p["postprocessing"]["kernel_size"] == kernel_at_plan_spacing(9, p)
     assert all(p["reasons"][k] for k in ("method", "geometry", "threshold", "batch_size", "num_folds"))
 
 
 def test_dark_anomalies_take_the_leftmost_peak(tmp_path):
     p = plan(tmp_path, fingerprint(polarity="dark", anomaly_fraction=0.005))
     assert p["threshold"]["peak"] == "leftmost"
-    assert p["postprocessing"]["kernel_size"] == 5
+    assert p["postprocessing"]["kernel_size"] == kernel_at_plan_spacing(5, p)
+
+
+def kernel_at_plan_spacing(paper_kernel: int, plans: dict) -> int:
+    mm = float(np.mean(plans["preprocessing"]["target_spacing"]))
+    candidates = range(1, 2 * paper_kernel, 2)  # odd sizes; the one closest to the paper's millimetres
+    return min(candidates, key=lambda k: abs(k * mm - paper_kernel * 1.0))
 
 
 def test_normal_only_plans_caae_with_zscore(tmp_path):

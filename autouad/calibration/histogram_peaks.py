@@ -38,3 +38,16 @@ def peak_values(counts: np.ndarray, value_range: tuple[float, float], **kwargs) 
     lo, hi = value_range
     width = (hi - lo) / len(counts)
     return lo + (separated_peaks(counts, **kwargs) + 0.5) * width
+
+
+def valley_between(counts: np.ndarray, left_bin: int, right_bin: int, smoothing_bins: float = 1.0) -> int:
+    """The bin of the lowest (smoothed) count strictly between two peaks: where one cluster ends.
+    When the valley is a flat stretch (empty bins), its middle bin."""
+    if right_bin - left_bin < 2:
+        raise ValueError(f"no bin lies between peaks at bins {left_bin} and {right_bin}")
+    h = np.asarray(counts, dtype=np.float64)
+    if smoothing_bins > 0:
+        h = gaussian_filter1d(h, smoothing_bins, mode="constant")
+    between = h[left_bin + 1:right_bin]
+    lowest = np.flatnonzero(between <= between.min() + 1e-12)
+    return left_bin + 1 + int(lowest[len(lowest) // 2])

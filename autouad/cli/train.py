@@ -7,6 +7,9 @@ with a longer schedule it trains on from where a finished run stopped.
 
 Outputs: $AUTOUAD_results/DatasetXXX_Name/<method>__<plans>/fold_K/ with checkpoint_latest.pt,
 checkpoint_final.pt, training_log.json, progress.png and validation/ (the held-out cases' maps).
+Each fold ends by calibrating its threshold on those maps (threshold.json, by the plans' strategy;
+never on test labels) and scoring its validation cases (validation/summary.json). ``--val`` does
+only this for a finished fold, e.g. after changing the threshold strategy in the plans.
 
 Multi-GPU: ``--num-gpus N`` starts N DDP processes on this machine; under torchrun the processes
 already exist and autouad joins their process group. ``--device cpu --num-gpus 2`` runs two CPU
@@ -24,14 +27,17 @@ from pathlib import Path
 
 import torch
 
+from autouad.calibration.thresholds import CalibrationError, calibrate_fold, load_validation_cases
+from autouad.evaluation.fold_validation import SUMMARY_FILE, score_fold
 from autouad.methods import trainer_class
 from autouad.paths import find_dataset_name, preprocessed_root, results_root
 from autouad.planning.method_plans import METHODS, load_method_plans
 from autouad.planning.plans_files import PlansNotFoundError, find_plans
 from autouad.planning.planner import SCHEDULES
-from autouad.training.base_trainer import CHECKPOINT_FINAL, CHECKPOINT_LATEST, LOG_FILE, apply_schedule_overrides
+from autouad.training.base_trainer import (CHECKPOINT_FINAL, CHECKPOINT_LATEST, LOG_FILE, VALIDATION_FOLDER,
+                                          apply_schedule_overrides)
 from autouad.training.fold_data import TrainingError
-from autouad.utils.files import atomic_output
+from autouad.utils.files import atomic_output, load_json
 
 
 def parse_value(text: str):
@@ -97,6 +103,9 @@ def train_fold(args, dataset: str, plans: dict, plans_path: Path, fold: int, dev
         trainer.resume()
     if rank == 0:
         save_plans_copy(plans_path, output.parent)
+    if args.val and not trainer.finished:
+        raise TrainingError(f"{output}: fold {fold} has not finished training ({trainer.position['step']} "
+                            f"iterations); --val needs a finished fold")
     if trainer.finished:
         if rank == 0:
             print(f"fold {fold} already finished its schedule ({trainer.position['step']} iterations); "
@@ -106,7 +115,27 @@ def train_fold(args, dataset: str, plans: dict, plans_path: Path, fold: int, dev
     if rank == 0:
         folder = trainer.export_validation()
         print(f"fold {fold}: trained in {trainer.elapsed():.0f} s; outputs in {output}; validation maps in {folder}")
+        calibrate_and_score(trainer, plans, plans_path.parent, output)
     return output
+
+
+def calibrate_and_score(trainer, plans: dict, preprocessed_folder: Path, output: Path) -> None:
+    """threshold.json from the fold's validation maps, then the fold's validation scores."""
+    modality = load_json(preprocessed_folder / "dataset.json")["modality"]
+    cases = load_validation_cases(output, preprocessed_folder / plans["preprocessing"]["data_folder"], modality)
+    threshold = calibrate_fold(output, plans, cases, trainer.histogram_range)
+    how = threshold["how"] + (f" (instead of {plans['threshold']['strategy']}: {threshold['fallback_reason']})"
+                              if "fallback_reason" in threshold else "")
+    print(f"fold {trainer.fold}: threshold {threshold['value']:.4g} ({how}), anomalous {threshold['anomalous_side']} it")
+    summary = score_fold(cases, threshold, plans.get("postprocessing"), output / VALIDATION_FOLDER / SUMMARY_FILE)
+    pixel, image = summary["pixel"], summary["image"]
+    if pixel:
+        print(f"fold {trainer.fold} validation ({summary['num_cases']} cases, {summary['space']}): "
+              f"Dice {pixel['dice']['mean']:.3f} ± {pixel['dice']['std']:.3f} "
+              f"(without post-processing {pixel['dice_without_postprocessing']['mean']:.3f}), "
+              f"AUROC {pixel['auroc']['mean']:.3f}, AP {pixel['average_precision']['mean']:.3f}")
+    if image:
+        print(f"fold {trainer.fold} validation images: AUROC {image['auroc']:.3f}, F1 {image['f1']:.3f}")
 
 
 def check_output_folder(output: Path, args) -> None:
@@ -176,6 +205,8 @@ def main(argv=None) -> int:
     parser.add_argument("--continue", dest="continue_training", action="store_true",
                         help="resume from checkpoint_latest.pt")
     parser.add_argument("--overwrite", action="store_true", help="start again over an existing run of this fold")
+    parser.add_argument("--val", action="store_true",
+                        help="no training: export the validation maps of a finished fold again, recalibrate and score")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--num-gpus", type=int, default=1, help="DDP processes (GPUs; CPU processes with --device cpu)")
     parser.add_argument("--trainer", default=None, help="dotted path of an AutoUADTrainer subclass")
@@ -185,6 +216,8 @@ def main(argv=None) -> int:
     try:
         args.device = choose_device(args.device)
         args.dataset_name = find_dataset_name(args.dataset)
+        if args.val:
+            args.continue_training = True
         args.plans, args.plans_path = find_plans(preprocessed_root() / args.dataset_name, args.method, args.plans_name)
         num_folds = args.plans["folds"]["num_folds"]
         if args.fold == "all":
@@ -209,7 +242,7 @@ def main(argv=None) -> int:
             torch.multiprocessing.spawn(_ddp_worker, args=(args.num_gpus, _free_port(), args), nprocs=args.num_gpus)
         else:
             _train_all(args, 0, 1)
-    except (TrainingError, PlansNotFoundError, FileNotFoundError, ValueError) as e:
+    except (TrainingError, CalibrationError, PlansNotFoundError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

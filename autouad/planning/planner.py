@@ -215,6 +215,15 @@ class AutoUADPlanner:
                                                          "5x5 as for MS-SEG and LiTS")
         else:
             k, why = pp["kernel_size_small_anomalies"], "no masks to size anomalies: the smaller 5x5 kernel"
+        paper_mm = float(pp.get("paper_pixel_mm", 1.0))
+        spacing = self.plans["preprocessing"].get("target_spacing")
+        if spacing and self.plans["preprocessing"]["mode"] == "spacing":
+            # The papers' kernels are in pixels of their ~1 mm slices; keep the physical size on this grid.
+            scaled = max(1, 2 * int(round((k * paper_mm / float(np.mean(spacing)) - 1) / 2)) + 1)
+            if scaled != k:
+                why += (f"; {k} px at the papers' {paper_mm:g} mm pixels is {scaled} px at this plan's "
+                        f"{float(np.mean(spacing)):.3g} mm")
+                k = scaled
         return ({"enabled": True, "operations": pp["operations"], "kernel_size": k,
                  "restrict_to_roi": bool(self.fingerprint.get("roi_name"))}, "opening then closing, " + why)
 

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from autouad.dataset.raw_dataset import CaseFiles, RawDataset
-from autouad.dataset.validation import DatasetValidationError, load_case
+from autouad.dataset.validation import DatasetValidationError, LoadedCase, load_case
 from autouad.fingerprint.extractor import run_parallel, slice_is_reference
 from autouad.preprocessing.foreground import bounding_box, foreground_mask
 from autouad.preprocessing.normalization import equalize_slice_histograms, normalize_channel
@@ -97,8 +97,11 @@ class CasePreprocessor:
         target = self.p["target_spacing"]
         return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape_hw, spacing_hw, target))
 
-    def run(self, case: CaseFiles) -> tuple[dict, np.ndarray, np.ndarray | None, np.ndarray | None]:
-        loaded = load_case(case)
+    def run(self, case: CaseFiles, loaded: LoadedCase | None = None
+            ) -> tuple[dict, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(meta, data (S, C, H, W), mask, roi) of a case; ``loaded`` saves reading it again."""
+        if loaded is None:
+            loaded = load_case(case)
         if isinstance(loaded, list):
             raise DatasetValidationError(case.case_id, loaded)
         fg, _ = foreground_mask(loaded.data, loaded.roi, self.modality)

@@ -69,7 +69,7 @@ class AutoUADTrainer:
     histogram_range: tuple[float, float] | None = None
     histogram_bins: int = 256
 
-    def __init__(self, plans: dict, fold: int, preprocessed_dataset_folder: Path, output_folder: Path,
+    def __init__(self, plans: dict, fold: int, preprocessed_dataset_folder: Path | None, output_folder: Path,
                  device: str | torch.device = "cpu", schedule_overrides: dict | None = None,
                  seed: int = 12345, rank: int = 0, world_size: int = 1):
         self.plans = plans
@@ -84,7 +84,10 @@ class AutoUADTrainer:
         self.batch_size = int(plans["batch_size"])
         if self.batch_size < world_size:
             raise TrainingError(f"batch size {self.batch_size} is smaller than the {world_size} DDP processes")
-        self.data = FoldData(Path(preprocessed_dataset_folder), plans, fold)
+        # None for a trainer that only predicts (see for_inference): it needs no preprocessed data.
+        self.data = None if preprocessed_dataset_folder is None else FoldData(Path(preprocessed_dataset_folder),
+                                                                              plans, fold)
+        self.input_channels = list(plans["input_channels"])
         self.position = {"phase": 0, "iteration": 0, "step": 0}
         self.skipped_phases: set[int] = set()
         self.finished = False
@@ -301,18 +304,39 @@ class AutoUADTrainer:
             if any(not torch.equal(gathered[0], g) for g in gathered[1:]):
                 raise RuntimeError(f"DDP replicas of {name} diverged")
 
-    # ---- validation maps -------------------------------------------------------------------------
+    # ---- inference -------------------------------------------------------------------------------
+    @classmethod
+    def for_inference(cls, plans: dict, fold: int, checkpoint: Path, device: str | torch.device = "cpu"
+                      ) -> "AutoUADTrainer":
+        """A trainer holding only the networks of ``checkpoint``, in evaluation mode, for prediction
+        on data that need not be preprocessed into the dataset's folder."""
+        trainer = cls(plans, fold, None, checkpoint.parent, device=device)
+        trainer.networks = {k: v.to(trainer.device) for k, v in trainer.build_networks().items()}
+        state = load_checkpoint(checkpoint)
+        try:
+            for name, network in trainer.networks.items():
+                network.load_state_dict(state["networks"][name])
+        except (KeyError, RuntimeError) as e:
+            raise TrainingError(f"{checkpoint}: does not fit {cls.__name__} ({str(e).splitlines()[0][:160]})") from None
+        for network in trainer.networks.values():
+            network.eval()
+        return trainer
+
     @torch.inference_mode()
-    def case_anomaly_maps(self, case: PreprocessedCase, batch_size: int | None = None) -> np.ndarray:
+    def predict_slices(self, slices: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """(S, C_all, H, W) preprocessed slices with every channel of the plan -> (S, H, W) float32
+        anomaly maps, in batches, with the networks in evaluation mode."""
         for network in self.networks.values():
             network.eval()
-        channels = self.data.channels
         bs = batch_size or max(1, 2 * self.batch_size)
         out = []
-        for start in range(0, case.num_slices, bs):
-            images = np.ascontiguousarray(case.data[start:start + bs][:, channels], dtype=np.float32)
+        for start in range(0, len(slices), bs):
+            images = np.ascontiguousarray(slices[start:start + bs][:, self.input_channels], dtype=np.float32)
             out.append(self.predict_anomaly_map(self.to_device(images)).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0,) + case.data.shape[2:], np.float32)
+        return np.concatenate(out) if out else np.zeros((0,) + slices.shape[2:], np.float32)
+
+    def case_anomaly_maps(self, case: PreprocessedCase, batch_size: int | None = None) -> np.ndarray:
+        return self.predict_slices(case.data, batch_size)
 
     def case_histogram(self, case: PreprocessedCase, maps: np.ndarray) -> dict:
         lo, hi = self.histogram_range

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 
-def _temp_path_beside(path: Path) -> Path:
+def _temp_path_beside(path: Path, suffix: str = ".tmp") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     # mkstemp makes the file private (0600); outputs get the permissions a plain open() would give.
     umask = os.umask(0)
@@ -23,11 +23,12 @@ def _temp_path_beside(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike):
+def atomic_output(path: str | os.PathLike, suffix: str = ".tmp"):
     """Yields a temporary path beside ``path`` to write to; it becomes ``path`` only when the block
-    ends without an error, so readers never see a half-written file."""
+    ends without an error, so readers never see a half-written file. ``suffix`` ends the temporary
+    name (image writers choose their format by it: pass ".tmp.nii.gz" for a NIfTI file)."""
     path = Path(path)
-    tmp = _temp_path_beside(path)
+    tmp = _temp_path_beside(path, suffix)
     try:
         yield tmp
         os.replace(tmp, path)

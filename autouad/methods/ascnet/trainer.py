@@ -81,7 +81,7 @@ class ASCNetTrainer(AutoUADTrainer):
     # ---- networks --------------------------------------------------------------------------------
     def network_kwargs(self) -> dict:
         net = self.settings["network"]
-        return {"in_channels": len(self.data.channels), "features": tuple(net["encoder_features"]),
+        return {"in_channels": len(self.input_channels), "features": tuple(net["encoder_features"]),
                 "transition": net["transition_features"], "dropout": net["dropout"]}
 
     def build_networks(self) -> dict:

@@ -1,0 +1,216 @@
+"""autouad_predict, autouad_evaluate and autouad_summarize on small trained models: outputs in the
+inputs' geometry, the plan's preprocessing reproduced exactly, fold averaging, image-level CSVs for
+2D datasets, and bad input reported without losing the good cases."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from autouad.cli.evaluate import main as evaluate_main
+from autouad.cli.predict import main as predict_main
+from autouad.cli.summarize import main as summarize_main
+from autouad.cli.train import main as train_main
+from autouad.inference.inputs import InputCase
+from autouad.inference.predictor import AnomalyPredictor
+from autouad.utils.files import load_json, load_npy
+
+DATASET = "Dataset007_DemoBrainMRI"
+MODEL = "ascnet__autouadPlans_ascnet"
+
+
+@pytest.fixture(scope="module")
+def trained(demo_planned, tmp_path_factory):
+    """The planned demo with fold 0 trained (smoke) and calibrated; AUTOUAD_* for the test to set."""
+    env = dict(demo_planned, AUTOUAD_results=str(tmp_path_factory.mktemp("trained") / "results"))
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        assert train_main(["7", "0", "-m", "ascnet", "--device", "cpu"]) == 0
+    return env
+
+
+@pytest.fixture
+def env(trained, monkeypatch):
+    for key, value in trained.items():
+        monkeypatch.setenv(key, value)
+    return {k: Path(v) for k, v in trained.items()}
+
+
+def raw_folder(env) -> Path:
+    return env["AUTOUAD_raw"] / DATASET
+
+
+def model_folder(env) -> Path:
+    return env["AUTOUAD_results"] / DATASET / MODEL
+
+
+def test_training_ends_with_a_threshold_and_validation_scores(env):
+    fold = model_folder(env) / "fold_0"
+    threshold = load_json(fold / "threshold.json")
+    assert threshold["strategy"] in ("histogram_peak", "normal_percentile")  # smoke training may have one peak
+    assert threshold["anomalous_side"] == "above" and np.isfinite(threshold["value"])
+    assert threshold["requested"]["strategy"] == "histogram_peak"
+    summary = load_json(fold / "validation" / "summary.json")
+    assert summary["space"] == "preprocessed slices" and summary["threshold"] == threshold["value"]
+
+
+def test_predicted_files_have_the_inputs_geometry(env, tmp_path, capsys):
+    raw = raw_folder(env)
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(raw / "imagesTs"), "-o", str(out), "-d", "7", "-m", "ascnet",
+                         "--rois", str(raw / "roisTs"), "--save-maps", "--device", "cpu"]) == 0
+    record = load_json(out / "predictions.json")
+    cases = sorted(record["cases"])
+    assert cases and record["num_failed"] == 0 and record["folds"] == [0]
+    for case in cases:
+        source = sitk.ReadImage(str(raw / "imagesTs" / f"{case}_0000.nii.gz"))
+        for name, pixel_type in ((f"{case}.nii.gz", sitk.sitkUInt8), (f"maps/{case}.nii.gz", sitk.sitkFloat32),
+                                 (f"rois/{case}.nii.gz", sitk.sitkUInt8),
+                                 (f"without_postprocessing/{case}.nii.gz", sitk.sitkUInt8)):
+            written = sitk.ReadImage(str(out / name))
+            assert written.GetSize() == source.GetSize() and written.GetSpacing() == source.GetSpacing()
+            assert written.GetOrigin() == source.GetOrigin() and written.GetDirection() == source.GetDirection()
+            assert written.GetPixelID() == pixel_type, name
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
+        roi = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "roisTs" / f"{case}.nii.gz")))
+        assert set(np.unique(mask)) <= {0, 1} and not (mask & (roi == 0)).any()  # never outside the brain
+    # the evaluation of these files, against the test masks, lands beside them
+    assert evaluate_main(["-r", str(raw / "masksTs"), "-p", str(out)]) == 0
+    summary = load_json(out / "summary.json")
+    assert summary["num_cases"] == len(cases) and summary["pixel"]["auroc"] is not None
+    assert not (raw / "imagesTs" / "summary.json").exists() and "Dice" in capsys.readouterr().out
+
+
+def test_prediction_reproduces_the_training_preprocessing_exactly(env):
+    """The predictor reads a raw validation case and must give the map the trainer saved for it
+    from the preprocessed data."""
+    raw = raw_folder(env)
+    fold = model_folder(env) / "fold_0"
+    predictor = AnomalyPredictor(model_folder(env), [0], "cpu")
+    for case in load_json(fold / "validation" / "maps.json")["cases"]:
+        images = sorted((raw / "imagesTr").glob(f"{case}_000?.nii.gz"))
+        roi = raw / "roisTr" / f"{case}.nii.gz"
+        prepared = predictor.prepare(InputCase(case, images, roi if roi.is_file() else None, ".nii.gz"))
+        expected = np.asarray(load_npy(fold / "validation" / f"{case}.npy"))
+        np.testing.assert_allclose(predictor.predict_maps(prepared.slices), expected, atol=1e-5)
+
+
+def test_folds_are_averaged_and_their_thresholds_too(env, tmp_path):
+    model = tmp_path / MODEL
+    shutil.copytree(model_folder(env), model)
+    shutil.copytree(model / "fold_0", model / "fold_1")
+    threshold = load_json(model / "fold_1" / "threshold.json")
+    threshold["value"] += 0.1
+    (model / "fold_1" / "threshold.json").write_text(json.dumps(threshold))
+    both = AnomalyPredictor(model, None, "cpu")
+    single = AnomalyPredictor(model, [0], "cpu")
+    assert both.folds == [0, 1]
+    assert both.threshold == pytest.approx(single.threshold + 0.05)
+    slices = np.random.default_rng(0).random((3, 2) + tuple(both.plans["preprocessing"]["slice_size"]), dtype=np.float32)
+    np.testing.assert_allclose(both.predict_maps(slices), single.predict_maps(slices), atol=1e-6)
+
+
+def test_output_inside_the_input_folder_is_refused(env, capsys):
+    inputs = raw_folder(env) / "imagesTs"
+    before = sorted(p.name for p in inputs.iterdir())
+    assert predict_main(["-i", str(inputs), "-o", str(inputs / "out"), "-d", "7", "-m", "ascnet", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "must not lie in the input folder" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in inputs.iterdir()) == before
+
+
+def test_an_unreadable_file_is_skipped_and_the_rest_predicted(env, tmp_path, capsys):
+    raw = raw_folder(env)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in (raw / "imagesTs").iterdir():
+        shutil.copy(path, inputs)
+    good = sorted({p.name.rsplit("_", 1)[0] for p in inputs.iterdir()})
+    first = sorted(inputs.iterdir())[0].read_bytes()
+    (inputs / "broken_0000.nii.gz").write_bytes(first[: len(first) // 2])  # truncated
+    (inputs / "broken_0001.nii.gz").write_bytes(first)
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(inputs), "-o", str(out), "-d", "7", "-m", "ascnet", "--device", "cpu"]) == 1
+    record = load_json(out / "predictions.json")
+    assert sorted(record["cases"]) == good and list(record["failed"]) == ["broken"]
+    assert "broken_0000.nii.gz" in record["failed"]["broken"]
+    assert all((out / f"{case}.nii.gz").is_file() for case in good) and not (out / "broken.nii.gz").exists()
+    assert "skipped" in capsys.readouterr().err
+
+
+def test_an_input_whose_channels_do_not_match_the_plan_is_refused(env, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    source = sorted((raw_folder(env) / "imagesTs").glob("*_0000.nii.gz"))[0]
+    shutil.copy(source, inputs / "flair_only_0000.nii.gz")
+    shutil.copy(source, inputs / "no_suffix.nii.gz")
+    assert predict_main(["-i", str(inputs), "-o", str(tmp_path / "out"), "-d", "7", "-m", "ascnet",
+                         "--device", "cpu"]) == 1
+    record = load_json(tmp_path / "out" / "predictions.json")
+    assert record["num_predicted"] == 0
+    assert "the plan expects 2: 0000 FLAIR, 0001 T1" in record["failed"]["flair_only"]
+    assert "no channel suffix" in record["failed"]["no_suffix.nii.gz"]
+
+
+def test_summarize_prints_the_folds(env, capsys):
+    assert summarize_main(["-d", "7"]) == 0
+    out = capsys.readouterr().out
+    assert MODEL in out and "mean" in out
+    assert (env["AUTOUAD_results"] / DATASET / "validation_summary.json").is_file()
+
+
+# ---- a 2D X-ray dataset: image scores and decisions ------------------------------------------------
+def xray(rng, abnormal: bool) -> np.ndarray:
+    """A 64x64 'chest': two dark lungs in a bright body; abnormal images get a bright blob in a lung."""
+    yy, xx = np.mgrid[:64, :64]
+    image = np.full((64, 64), 180.0)
+    for cx in (20, 44):
+        image[((yy - 32) / 22) ** 2 + ((xx - cx) / 9) ** 2 < 1] = 60
+    if abnormal:
+        cx = rng.choice([20, 44])
+        image[(yy - rng.integers(22, 42)) ** 2 + (xx - cx) ** 2 < 36] = 200
+    return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+
+
+def test_two_dimensional_images_get_scores_and_image_level_metrics(autouad_env, tmp_path):
+    from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
+    from autouad.dataset.raw_dataset import RawDatasetWriter
+
+    rng = np.random.default_rng(0)
+    with RawDatasetWriter(8, "TinyXray", modality="X-ray", channel_names={"0": "X-ray"}, file_ending=".png",
+                          image_label_names={"0": "normal", "1": "abnormal"}) as writer:
+        for i in range(24):
+            writer.add_case(f"normal_{i:02d}", [xray(rng, False)], role="normal", label=0)
+        for i in range(8):
+            writer.add_case(f"sick_{i:02d}", [xray(rng, True)], role="unlabeled", label=1)
+        for i in range(6):
+            writer.add_case(f"test_{i:02d}", [xray(rng, i % 2 == 1)], split="test", label=i % 2)
+    assert main_plan_and_preprocess(["-d", "8", "-m", "vae", "--schedule", "smoke", "--np", "1"]) == 0
+    assert train_main(["8", "0", "-m", "vae", "--device", "cpu"]) == 0
+    threshold = load_json(autouad_env["results"] / "Dataset008_TinyXray" / "vae__autouadPlans_vae" / "fold_0"
+                          / "threshold.json")
+    assert threshold["strategy"] == "normal_percentile" and threshold["image"]["strategy"] == "normal_percentile"
+    raw = autouad_env["raw"] / "Dataset008_TinyXray"
+    # predict straight from a folder of plain file names (one channel: no suffix needed)
+    inputs = tmp_path / "xrays"
+    inputs.mkdir()
+    for path in (raw / "imagesTs").iterdir():
+        shutil.copy(path, inputs / path.name.replace("_0000", ""))
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(inputs), "-o", str(out), "-d", "8", "-m", "vae", "--device", "cpu"]) == 0
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case"] for r in rows] == [f"test_{i:02d}" for i in range(6)]
+    assert all(r["decision"] in ("0", "1") and float(r["threshold"]) == pytest.approx(threshold["image"]["value"], rel=1e-5)
+               for r in rows)
+    assert all(int(r["decision"]) == (float(r["score"]) >= float(r["threshold"])) for r in rows)
+    mask = sitk.ReadImage(str(out / "test_00.png"))
+    assert mask.GetSize() == (64, 64)
+    assert evaluate_main(["-r", str(raw / "dataset.json"), "-p", str(out)]) == 0
+    image = load_json(out / "summary.json")["image"]
+    assert image["num_images"] == 6 and image["num_abnormal"] == 3
+    assert {"auroc", "precision", "recall", "specificity", "f1"} <= set(image)

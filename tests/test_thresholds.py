@@ -1,0 +1,166 @@
+"""Threshold strategies, post-processing and a fold's validation scores on constructed data whose
+right answers are known."""
+import numpy as np
+import pytest
+
+from autouad.calibration.thresholds import (CalibrationError, ValidationCase, anomalous, calibrate,
+                                            histogram_peak_threshold, image_scores, normal_percentile_threshold,
+                                            validation_calibrated_threshold)
+from autouad.evaluation.fold_validation import score_fold
+from autouad.postprocessing.morphology import postprocess_slices
+
+RANGE = (0.0, 1.0)
+
+
+def three_cluster_histogram(centres=(0.2, 0.4, 0.8), sizes=(20_000, 200_000, 15_000), seed=0):
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([rng.normal(c, 0.015, n) for c, n in zip(centres, sizes)])
+    return np.histogram(values, 256, RANGE)[0], values
+
+
+# ---- histogram peak ---------------------------------------------------------------------------------
+def test_histogram_peak_literal_cut_is_the_peak_value():
+    counts, _ = three_cluster_histogram()
+    right, peaks = histogram_peak_threshold(counts, RANGE, "rightmost", cut="peak")
+    left, _ = histogram_peak_threshold(counts, RANGE, "leftmost", cut="peak")
+    assert len(peaks) == 3
+    assert right == pytest.approx(0.8, abs=1 / 256 + 0.005)
+    assert left == pytest.approx(0.2, abs=1 / 256 + 0.005)
+
+
+def test_histogram_peak_valley_cut_keeps_the_whole_cluster():
+    counts, values = three_cluster_histogram()
+    right, _ = histogram_peak_threshold(counts, RANGE, "rightmost", cut="valley")
+    left, _ = histogram_peak_threshold(counts, RANGE, "leftmost", cut="valley")
+    # the valleys lie between the clusters, so each cut separates one cluster from the others exactly
+    assert 0.5 < right < 0.7 and 0.25 < left < 0.35
+    assert (values >= right).sum() == 15_000
+    assert (values <= left).sum() == 20_000
+
+
+def test_histogram_with_one_peak_cannot_be_cut_and_calibration_falls_back():
+    rng = np.random.default_rng(1)
+    counts = np.histogram(rng.normal(0.5, 0.05, 10_000), 256, RANGE)[0]
+    with pytest.raises(CalibrationError, match="1 separated peak"):
+        histogram_peak_threshold(counts, RANGE, "rightmost")
+    case = constructed_case(rng, anomaly_value=0.4)  # the anomaly looks like the rest: one peak
+    record = calibrate({"strategy": "histogram_peak", "peak": "rightmost"}, [case], RANGE)
+    assert record["strategy"] == "normal_percentile" and "1 separated peak" in record["fallback_reason"]
+
+
+def test_histogram_peak_calibration_reads_the_region_only():
+    rng = np.random.default_rng(2)
+    case = constructed_case(rng, anomaly_value=0.8)
+    case.maps[~case.region] = 0.95  # a bright band outside the region must not make a peak
+    record = calibrate({"strategy": "histogram_peak", "peak": "rightmost", "cut": "valley"}, [case], RANGE)
+    assert record["strategy"] == "histogram_peak" and len(record["peaks"]) == 2
+    assert 0.45 < record["value"] < 0.75 and record["anomalous_side"] == "above"
+    dark = calibrate({"strategy": "histogram_peak", "peak": "leftmost", "cut": "valley"},
+                     [constructed_case(rng, anomaly_value=0.1)], RANGE)
+    assert dark["anomalous_side"] == "below" and 0.15 < dark["value"] < 0.4
+
+
+# ---- validation calibrated ------------------------------------------------------------------------------
+def test_validation_calibrated_finds_the_separating_threshold():
+    rng = np.random.default_rng(3)
+    normal = rng.uniform(0.0, 0.3, 5000)
+    abnormal = rng.uniform(0.6, 0.9, 500)
+    maps = np.concatenate([normal, abnormal])
+    labels = np.concatenate([np.zeros(5000, bool), np.ones(500, bool)])
+    value, dice = validation_calibrated_threshold([(maps, labels)], "above")
+    assert normal.max() < value <= abnormal.min() and dice == pytest.approx(1.0)
+    value, dice = validation_calibrated_threshold([(1 - maps, labels)], "below")
+    assert 1 - abnormal.min() <= value < 1 - normal.max() and dice == pytest.approx(1.0)
+
+
+def test_validation_calibrated_without_anomalies_falls_back_to_the_percentile():
+    rng = np.random.default_rng(4)
+    case = constructed_case(rng, anomaly_value=0.8)
+    case.mask[:] = False
+    record = calibrate({"strategy": "validation_calibrated"}, [case], None)
+    assert record["strategy"] == "normal_percentile" and "no validation case has anomaly" in record["fallback_reason"]
+
+
+# ---- normal percentile ----------------------------------------------------------------------------------
+def test_normal_percentile_flags_the_chosen_fraction_of_normal_values():
+    values = np.linspace(0, 1, 10_001)
+    assert normal_percentile_threshold(values, 99.0, "above") == pytest.approx(0.99)
+    assert normal_percentile_threshold(values, 99.0, "below") == pytest.approx(0.01)
+    with pytest.raises(CalibrationError):
+        normal_percentile_threshold(np.zeros(0), 99.0, "above")
+
+
+def test_normal_percentile_uses_only_reference_slices_inside_the_region():
+    rng = np.random.default_rng(5)
+    case = constructed_case(rng, anomaly_value=0.9)
+    record = calibrate({"strategy": "normal_percentile", "percentile": 90.0}, [case], None)
+    normal = case.maps[case.is_reference][case.region[case.is_reference]]
+    assert record["value"] == pytest.approx(np.percentile(normal, 90.0))
+    assert record["normal_pixels"] == normal.size
+
+
+def test_two_dimensional_cases_get_an_image_threshold():
+    rng = np.random.default_rng(6)
+    cases = []
+    for i in range(20):
+        maps = rng.uniform(0, 0.2, (1, 8, 8)).astype(np.float32) + (0.5 if i >= 10 else 0.0)
+        meta = {"orientation": {"is_2d": True}, "role": "normal" if i < 10 else "unlabeled", "label": int(i >= 10)}
+        cases.append(ValidationCase(f"img{i}", meta, maps, np.ones((1, 8, 8), bool), None,
+                                    np.array([i < 10])))
+    record = calibrate({"strategy": "normal_percentile", "percentile": 99.0}, cases, None, image_percentile=95.0)
+    normal_scores = np.concatenate([image_scores(c.maps, c.region, "above") for c in cases[:10]])
+    assert record["image"]["value"] == pytest.approx(np.percentile(normal_scores, 95.0))
+    summary = score_fold(cases, record, None)
+    assert summary["image"]["auroc"] == 1.0 and summary["image"]["recall"] == 1.0
+
+
+# ---- post-processing ------------------------------------------------------------------------------------
+def test_opening_removes_specks_and_closing_fills_holes_within_the_roi():
+    masks = np.zeros((2, 30, 30), bool)
+    masks[0, 5:20, 5:20] = True
+    masks[0, 12, 12] = False          # a hole narrower than the kernel
+    masks[0, 25, 25] = True           # a speck smaller than the kernel
+    masks[1, 0:8, 0:8] = True         # touching the border
+    roi = np.ones_like(masks)
+    roi[:, :, 18:] = False
+    out = postprocess_slices(masks, roi, 5)
+    assert not out[0, 25, 25] and out[0, 12, 12]
+    assert out[0, 5:20, 5:18].all() and not out[:, :, 18:].any()
+    assert out[1, 0:8, 0:8].all()     # the border does not erode a mask that touches it
+    assert np.array_equal(postprocess_slices(masks[1:], None, 5)[0], out[1])  # slices are independent
+    with pytest.raises(ValueError, match="unknown post-processing"):
+        postprocess_slices(masks, None, 3, ["dilation"])
+
+
+def test_fold_scores_are_perfect_for_a_perfect_map_and_skip_empty_references():
+    rng = np.random.default_rng(7)
+    case = constructed_case(rng, anomaly_value=0.9)
+    normal = constructed_case(rng, anomaly_value=0.9)
+    normal.mask[:] = False
+    normal.name = "normal"
+    threshold = {"anomalous_side": "above", "value": 0.6, "strategy": "normal_percentile"}
+    pp = {"enabled": True, "operations": ["opening", "closing"], "kernel_size": 3}
+    summary = score_fold([case, normal], threshold, pp)
+    assert summary["num_cases"] == 1 and "normal" in summary["normal_cases"]
+    assert summary["pixel"]["dice_without_postprocessing"]["mean"] == pytest.approx(1.0)
+    assert summary["pixel"]["auroc"]["mean"] == 1.0
+    assert summary["pixel"]["best_possible_dice"]["mean_dice"] == pytest.approx(1.0)
+
+
+def constructed_case(rng, anomaly_value: float) -> ValidationCase:
+    """Four 32x32 slices: a circular region, background map values around 0.4, and on the two
+    last slices a square anomaly of ``anomaly_value``; the first two are normal reference slices."""
+    yy, xx = np.mgrid[:32, :32]
+    region = np.broadcast_to((yy - 16) ** 2 + (xx - 16) ** 2 < 14 ** 2, (4, 32, 32)).copy()
+    maps = rng.normal(0.4, 0.01, (4, 32, 32)).astype(np.float32)
+    mask = np.zeros((4, 32, 32), bool)
+    mask[2:, 10:18, 10:18] = True
+    maps[mask] = rng.normal(anomaly_value, 0.01, mask.sum())
+    meta = {"orientation": {"is_2d": False}, "role": "unlabeled", "label": None}
+    return ValidationCase("case", meta, maps, region, mask, np.array([True, True, False, False]))
+
+
+def test_anomalous_side():
+    maps = np.array([0.1, 0.5, 0.9])
+    assert anomalous(maps, 0.5, "above").tolist() == [False, True, True]
+    assert anomalous(maps, 0.5, "below").tolist() == [True, True, False]
