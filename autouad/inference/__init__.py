@@ -1,1 +1,1 @@
-"""Prediction: from images to anomaly masks, maps and scores in the inputs ' geometry."""
+"""Prediction: from images to anomaly masks, maps and scores in the geometry of the inputs."""
