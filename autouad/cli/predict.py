@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from autouad.inference.predictor import PREDICTIONS_FILE, AnomalyPredictor, PredictionError, check_folders
+from autouad.inference.outputs import PREDICTIONS_FILE
+from autouad.inference.predictor import AnomalyPredictor, PredictionError, check_folders
 from autouad.paths import find_dataset_name, results_root
 from autouad.planning.method_plans import METHODS
 from autouad.planning.plans_files import DEFAULT_PLANS_NAME

@@ -24,15 +24,12 @@ import numpy as np
 
 from autouad.evaluation.metrics import (MAX_POOLED_VALUES, average_precision, best_mean_dice, dice,
                                         image_level_metrics, mean_std, pool_values, roc_auc)
+from autouad.inference.outputs import (MAPS_FOLDER, PREDICTIONS_FILE, ROIS_FOLDER, SCORES_FILE,
+                                      WITHOUT_POSTPROCESSING_FOLDER)
 from autouad.utils.files import load_json, save_json
 from autouad.utils.images import SUPPORTED_ENDINGS, file_ending, read_image
 
 SUMMARY_FILE = "summary.json"
-SCORES_FILE = "scores.csv"
-RUN_RECORD_FILE = "predictions.json"
-WITHOUT_POSTPROCESSING_FOLDER = "without_postprocessing"
-MAPS_FOLDER = "maps"
-ROIS_FOLDER = "rois"
 ANOMALOUS_SIDES = ("above", "below")
 IMAGE_METRIC_NAMES = (("auroc", "AUROC"), ("average_precision", "Average precision"), ("precision", "Precision"),
                       ("recall", "Recall"), ("specificity", "Specificity"), ("f1", "F1"), ("accuracy", "Accuracy"))
@@ -150,7 +147,7 @@ def read_scores(path: Path) -> dict[str, tuple[float, int]]:
 def read_anomalous_side(predictions: Path) -> str:
     """"above" (high map values are anomalous) or "below", from the run record predictions.json;
     "above" when the file or the key is absent."""
-    record_path = Path(predictions) / RUN_RECORD_FILE
+    record_path = Path(predictions) / PREDICTIONS_FILE
     if not record_path.is_file():
         return "above"
     try:

@@ -45,9 +45,10 @@ def _ratio(numerator: float, denominator: float) -> float:
 def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     """Dice coefficient 2|P∩R| / (|P| + |R|) of two masks of equal shape (non-zero = anomaly).
 
-    Both empty gives 1.0: a case without anomaly that is predicted empty is segmented perfectly
-    (nnU-Net reports such cases as NaN and leaves them out; here they count, so that false
-    positives on normal subjects lower the mean).
+    Both empty gives 1.0: a case without anomaly that is predicted empty is segmented perfectly.
+    The subject-wise means of autouad's summaries still leave such cases out, as the papers' tables
+    do (one empty prediction would count as a perfect subject); they report the flagged voxels of
+    normal cases instead.
     """
     prediction = np.asarray(prediction).astype(bool, copy=False)
     reference = np.asarray(reference).astype(bool, copy=False)

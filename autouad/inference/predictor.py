@@ -9,14 +9,7 @@ its input's shape, spacing, origin and direction.
 Slices of several cases go through the networks together (a folder of 2D X-rays is one batch of
 many images, not one forward pass per image), in inference mode, on the CPU or a GPU.
 
-Output folder:
-    <case><ending>                          uint8 masks (0/1), post-processed when the plan says so
-    without_postprocessing/<case><ending>   the masks before post-processing (when it ran)
-    maps/<case><ending>                     float32 anomaly maps (--save-maps)
-    rois/<case><ending>                     the region the masks are restricted to (--save-maps)
-    scores.csv                              2D datasets: case, score, threshold, decision
-    predictions.json                        what ran: model, folds, thresholds, per-case status
-Masks of 2D images are PNG and their maps TIFF (JPEG would alter a mask, PNG cannot hold floats);
+The output folder's layout is in autouad.inference.outputs. Masks of 2D images are PNG and their maps TIFF (JPEG would alter a mask, PNG cannot hold floats);
 .mhd inputs give .mha outputs (one self-contained file).
 """
 from __future__ import annotations
@@ -36,6 +29,8 @@ from tqdm import tqdm
 from autouad.calibration.thresholds import THRESHOLD_FILE, anomalous, image_scores, slice_region
 from autouad.dataset.validation import load_case
 from autouad.inference.inputs import InputCase, find_input_cases
+from autouad.inference.outputs import (MAPS_FOLDER, PREDICTIONS_FILE, ROIS_FOLDER, SCORES_FILE, SCORES_HEADER,
+                                       WITHOUT_POSTPROCESSING_FOLDER)
 from autouad.methods import trainer_class
 from autouad.postprocessing.morphology import postprocess_slices
 from autouad.preprocessing.foreground import foreground_mask
@@ -44,8 +39,6 @@ from autouad.training.base_trainer import CHECKPOINT_FINAL, LOG_FILE
 from autouad.utils.files import atomic_output, load_json, save_json
 from autouad.utils.images import IMAGE_2D_ENDINGS, Geometry
 
-PREDICTIONS_FILE = "predictions.json"
-SCORES_FILE = "scores.csv"
 
 
 class PredictionError(Exception):
@@ -194,14 +187,14 @@ class AnomalyPredictor:
         write_image(final, prepared.geometry, output / f"{name}{mask_ending}")
         written["mask"] = f"{name}{mask_ending}"
         if post is not None:
-            write_image(file_mask(raw), prepared.geometry, output / "without_postprocessing" / f"{name}{mask_ending}")
-            written["mask_without_postprocessing"] = f"without_postprocessing/{name}{mask_ending}"
+            write_image(file_mask(raw), prepared.geometry, output / WITHOUT_POSTPROCESSING_FOLDER / f"{name}{mask_ending}")
+            written["mask_without_postprocessing"] = f"{WITHOUT_POSTPROCESSING_FOLDER}/{name}{mask_ending}"
         if save_maps:
             file_map = self.to_file(prepared, maps, order=1) * prepared.file_region
-            write_image(file_map.astype(np.float32), prepared.geometry, output / "maps" / f"{name}{map_ending}")
+            write_image(file_map.astype(np.float32), prepared.geometry, output / MAPS_FOLDER / f"{name}{map_ending}")
             write_image(prepared.file_region.astype(np.uint8), prepared.geometry,
-                        output / "rois" / f"{name}{mask_ending}")
-            written.update(map=f"maps/{name}{map_ending}", roi=f"rois/{name}{mask_ending}")
+                        output / ROIS_FOLDER / f"{name}{mask_ending}")
+            written.update(map=f"{MAPS_FOLDER}/{name}{map_ending}", roi=f"{ROIS_FOLDER}/{name}{mask_ending}")
         record = {"inputs": [str(p) for p in prepared.case.images], "outputs": written,
                   "anomalous_voxels": int(final.sum()), "slices": int(len(maps))}
         if self.image_threshold is not None:
@@ -258,7 +251,7 @@ class AnomalyPredictor:
     def write_scores(self, done: dict, path: Path) -> None:
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["case", "score", "threshold", "decision"])
+        writer.writerow(SCORES_HEADER)
         for case, r in sorted(done.items()):
             writer.writerow([case, f"{r['score']:.6g}", f"{self.image_threshold:.6g}", r["decision"]])
         with atomic_output(path) as tmp:

@@ -1,0 +1,15 @@
+"""The layout of a prediction folder: autouad_predict writes it, autouad_evaluate reads it.
+
+    <case><ending>                          uint8 masks (0/1), post-processed when the plan says so
+    without_postprocessing/<case><ending>   the masks before post-processing (when it ran)
+    maps/<case><ending>                     float32 anomaly maps (--save-maps)
+    rois/<case><ending>                     the region the masks are restricted to (--save-maps)
+    scores.csv                              2D datasets: case, score, threshold, decision
+    predictions.json                        what ran: model, folds, thresholds, per-case status
+"""
+PREDICTIONS_FILE = "predictions.json"
+SCORES_FILE = "scores.csv"
+SCORES_HEADER = ("case", "score", "threshold", "decision")
+WITHOUT_POSTPROCESSING_FOLDER = "without_postprocessing"
+MAPS_FOLDER = "maps"
+ROIS_FOLDER = "rois"
