@@ -18,5 +18,6 @@ CONVERTER_MODULES = {
     "covidx": "dataset_conversion.covidx",
     "chestxray14": "dataset_conversion.chestxray14",
     "nifti-folders": "dataset_conversion.nifti_folders",
+    "ct-synthetic-tumours": "dataset_conversion.ct_synthetic_tumours",
     "demo": "dataset_conversion.demo",
 }
