@@ -222,7 +222,7 @@ class AutoUADPlanner:
             scaled = max(1, 2 * int(round((k * paper_mm / float(np.mean(spacing)) - 1) / 2)) + 1)
             if scaled != k:
                 why += (f"; {k} px at the papers' {paper_mm:g} mm pixels is {scaled} px at this plan's "
-                        f"{float(np.mean(spacing)):.3g} mm")
+                        f"{float(np.mean(spacing)):.3g} mm" + (" (no effect at this resolution)" if scaled == 1 else ""))
                 k = scaled
         return ({"enabled": True, "operations": pp["operations"], "kernel_size": k,
                  "restrict_to_roi": bool(self.fingerprint.get("roi_name"))}, "opening then closing, " + why)
