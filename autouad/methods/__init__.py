@@ -9,6 +9,9 @@ TRAINERS = {
     "caae": "autouad.methods.caae.trainer:CAAETrainer",
     "aae": "autouad.methods.caae.trainer:AAETrainer",
     "vae": "autouad.methods.caae.trainer:VAETrainer",
+    "healthygan": "autouad.methods.healthygan.trainer:HealthyGANTrainer",
+    "twophase": "autouad.methods.twophase.trainer:TwoPhaseTrainer",
+    "draem": "autouad.methods.twophase.draem:DRAEMTrainer",
 }
 
 
