@@ -314,6 +314,10 @@ def test_plans_and_phases(demo_folders, tmp_path):
     per_epoch = math.ceil(len(trainer.normal_pool) / 4)
     assert [(p.name, p.iterations) for p in trainer.phases] == [("restoration", 3 * per_epoch),
                                                                 ("segmentation", per_epoch)]
+    # a small fold's single segmentation epoch is stretched to phase2_min_iterations
+    trainer = small_trainer(demo_folders, "twophase", tmp_path, phase1_epochs=1, max_iterations_per_epoch=None,
+                            phase2_min_iterations=per_epoch + 7)
+    assert [p.iterations for p in trainer.phases] == [per_epoch, per_epoch + 7]
     trainer = small_trainer(demo_folders, "draem", tmp_path, phase1_epochs=5, max_iterations_per_epoch=3)
     assert [(p.name, p.iterations) for p in trainer.phases] == [("joint", 15)]  # DRAEM: joint training only
     assert [trainer.joint_learning_rate(i, 100) for i in (0, 79, 80, 89, 90, 99)] == pytest.approx(

@@ -132,7 +132,9 @@ class TwoPhaseTrainer(AutoUADTrainer):
         for kind, key in self.phase_kinds:
             iterations = self.phase_iterations(int(self.schedule[key]))
             if iterations > 0:
-                phases.append(Phase(kind, kind, iterations))
+                # e.g. phase2_min_iterations: a phase's epochs count at least this many iterations
+                minimum = int(self.schedule.get(key.replace("_epochs", "_min_iterations")) or 0)
+                phases.append(Phase(kind, kind, max(iterations, minimum)))
         if not phases:
             raise TrainingError(f"the {self.schedule.get('name')} schedule of {self.method} has no iterations")
         return phases
