@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -53,3 +54,34 @@ def demo_planned(tmp_path_factory):
         demo.convert(7, raw_folder=root / "raw", seed=0, num_normal=2, num_patients=2, num_test=1, spacing=3.0)
         assert main_plan_and_preprocess(["-d", "7", "-m", "ascnet", "--schedule", "smoke", "--np", "1"]) == 0
     return env
+
+
+# ---- helpers the method tests share -----------------------------------------------------------------
+def ready_to_train(trainer, checkpoint_every: int = 2):
+    """A trainer built, with checkpoints every ``checkpoint_every`` iterations and its networks in
+    training mode (as the base's loop puts them), for tests that call its steps one by one."""
+    trainer.checkpoint_every = checkpoint_every
+    trainer.initialize()
+    for network in trainer.networks.values():
+        network.train()
+    return trainer
+
+
+def state(module):
+    """A detached copy of a module's weights and buffers."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def xray(rng, abnormal: bool) -> np.ndarray:
+    """A 64x64 'chest': two dark lungs in a bright body; abnormal images get a bright blob in a lung."""
+    yy, xx = np.mgrid[:64, :64]
+    image = np.full((64, 64), 180.0)
+    for cx in (20, 44):
+        image[((yy - 32) / 22) ** 2 + ((xx - cx) / 9) ** 2 < 1] = 60
+    if abnormal:
+        image[(yy - rng.integers(22, 42)) ** 2 + (xx - rng.choice([20, 44])) ** 2 < 36] = 200
+    return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)

@@ -21,6 +21,7 @@ from autouad.planning.plans_files import find_plans
 from autouad.training.checkpoint import load_checkpoint
 from autouad.utils.files import load_json
 from dataset_conversion import demo
+from tests.conftest import ready_to_train, same, state
 
 DATASET = "Dataset007_DemoBrainMRI"
 TRAINERS = {"caae": CAAETrainer, "aae": AAETrainer, "vae": VAETrainer}
@@ -189,19 +190,7 @@ def small_trainer(folders, method, output, iterations=4, **settings):
         plans["method_settings"]["critic_steps_per_generator_step"] = 3
     plans["method_settings"].update(settings)
     trainer = TRAINERS[method](plans, 0, plans_path.parent, output, schedule_overrides={"iterations": iterations})
-    trainer.checkpoint_every = 2
-    trainer.initialize()
-    for network in trainer.networks.values():
-        network.train()
-    return trainer
-
-
-def state(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return ready_to_train(trainer)
 
 
 def test_each_update_changes_only_its_own_networks(demo_folders, tmp_path):

@@ -26,6 +26,7 @@ from autouad.methods.healthygan.trainer import HealthyGANTrainer, decayed_learni
 from autouad.planning.plans_files import find_plans
 from autouad.training.checkpoint import load_checkpoint
 from autouad.utils.files import load_json
+from tests.conftest import ready_to_train, same, state, xray
 
 DATASET = "Dataset031_TinyXrayGAN"
 # Narrow networks keep the in-process trainings fast; the CLI test and the shape tests use the paper's.
@@ -189,17 +190,6 @@ def test_learning_rate_decays_linearly_over_the_last_iterations():
 
 
 # ---- trainers on a tiny 2D X-ray dataset ----------------------------------------------------------------
-def xray(rng, abnormal: bool) -> np.ndarray:
-    """A 64x64 'chest': two dark lungs in a bright body; abnormal images get a bright blob in a lung."""
-    yy, xx = np.mgrid[:64, :64]
-    image = np.full((64, 64), 180.0)
-    for cx in (20, 44):
-        image[((yy - 32) / 22) ** 2 + ((xx - cx) / 9) ** 2 < 1] = 60
-    if abnormal:
-        image[(yy - rng.integers(22, 42)) ** 2 + (xx - rng.choice([20, 44])) ** 2 < 36] = 200
-    return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """12 normal and 12 unlabeled (half abnormal) training X-rays and 6 test X-rays, planned for
@@ -231,19 +221,7 @@ def small_trainer(folders, output, iterations=4, **schedule):
     plans["method_settings"]["model_selection"]["feature_maps"] = [4, 8, 8]
     trainer = HealthyGANTrainer(plans, 0, plans_path.parent, output,
                                 schedule_overrides={"iterations": iterations, **schedule})
-    trainer.checkpoint_every = 2
-    trainer.initialize()
-    for network in trainer.networks.values():
-        network.train()
-    return trainer
-
-
-def state(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return ready_to_train(trainer)
 
 
 def test_plans_pools_and_paper_settings(folders, tmp_path):

@@ -17,6 +17,7 @@ from autouad.cli.train import main as train_main
 from autouad.inference.inputs import InputCase
 from autouad.inference.predictor import AnomalyPredictor
 from autouad.utils.files import load_json, load_npy
+from tests.conftest import xray
 
 DATASET = "Dataset007_DemoBrainMRI"
 MODEL = "ascnet__autouadPlans_ascnet"
@@ -164,18 +165,6 @@ def test_summarize_prints_the_folds(env, capsys):
 
 
 # ---- a 2D X-ray dataset: image scores and decisions ------------------------------------------------
-def xray(rng, abnormal: bool) -> np.ndarray:
-    """A 64x64 'chest': two dark lungs in a bright body; abnormal images get a bright blob in a lung."""
-    yy, xx = np.mgrid[:64, :64]
-    image = np.full((64, 64), 180.0)
-    for cx in (20, 44):
-        image[((yy - 32) / 22) ** 2 + ((xx - cx) / 9) ** 2 < 1] = 60
-    if abnormal:
-        cx = rng.choice([20, 44])
-        image[(yy - rng.integers(22, 42)) ** 2 + (xx - cx) ** 2 < 36] = 200
-    return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
-
-
 def test_two_dimensional_images_get_scores_and_image_level_metrics(autouad_env, tmp_path):
     from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
     from autouad.dataset.raw_dataset import RawDatasetWriter

@@ -28,6 +28,7 @@ from autouad.planning.plans_files import find_plans
 from autouad.training.checkpoint import load_checkpoint
 from autouad.utils.files import load_json, save_json
 from dataset_conversion import demo
+from tests.conftest import ready_to_train, same, state
 
 DATASET = "Dataset007_DemoBrainMRI"
 TRAINERS = {"twophase": TwoPhaseTrainer, "draem": DRAEMTrainer}
@@ -291,19 +292,7 @@ def small_trainer(folders, method, output, **schedule):
     plans = copy.deepcopy(plans)
     plans["batch_size"] = 4
     trainer = TRAINERS[method](plans, 0, plans_path.parent, output, schedule_overrides=schedule)
-    trainer.checkpoint_every = 2
-    trainer.initialize()
-    for network in trainer.networks.values():
-        network.train()
-    return trainer
-
-
-def state(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return ready_to_train(trainer)
 
 
 def test_plans_and_phases(demo_folders, tmp_path):
