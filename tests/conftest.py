@@ -1,3 +1,4 @@
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,31 @@ def ready_to_train(trainer, checkpoint_every: int = 2):
     for network in trainer.networks.values():
         network.train()
     return trainer
+
+
+@contextmanager
+def autouad_folders(root: Path):
+    """raw / preprocessed / results folders under ``root``, with AUTOUAD_* pointing at them while
+    the block runs (module-scoped fixtures cannot use monkeypatch); yields {kind: folder}."""
+    folders = {kind: root / kind for kind in ("raw", "preprocessed", "results")}
+    with pytest.MonkeyPatch.context() as env:
+        for kind, folder in folders.items():
+            folder.mkdir(exist_ok=True)
+            env.setenv(f"AUTOUAD_{kind}", str(folder))
+        yield folders
+
+
+def assert_same_checkpoints(first: Path, second: Path) -> tuple[dict, dict]:
+    """Two checkpoints hold the same networks, optimizer states and stream positions; returns both."""
+    from autouad.training.checkpoint import load_checkpoint
+
+    a, b = load_checkpoint(first), load_checkpoint(second)
+    for name in a["networks"]:
+        assert same(a["networks"][name], b["networks"][name]), name
+    for name in a["optimizers"]:
+        assert same(a["optimizers"][name]["state"][0], b["optimizers"][name]["state"][0]), name
+    assert a["streams"] == b["streams"]
+    return a, b
 
 
 def state(module):

@@ -18,10 +18,9 @@ from autouad.methods.caae.network import (LatentCritic, ResNetDecoder, ResNetEnc
                                           frozen_running_statistics)
 from autouad.methods.caae.trainer import AAETrainer, CAAETrainer, VAETrainer
 from autouad.planning.plans_files import find_plans
-from autouad.training.checkpoint import load_checkpoint
 from autouad.utils.files import load_json
 from dataset_conversion import demo
-from tests.conftest import ready_to_train, same, state
+from tests.conftest import assert_same_checkpoints, autouad_folders, ready_to_train, same, state
 
 DATASET = "Dataset007_DemoBrainMRI"
 TRAINERS = {"caae": CAAETrainer, "aae": AAETrainer, "vae": VAETrainer}
@@ -170,11 +169,7 @@ def test_frozen_running_statistics_keep_buffers_and_gradients():
 def demo_folders(tmp_path_factory):
     """A small demo dataset, planned and preprocessed for caae, aae and vae (smoke schedule)."""
     root = tmp_path_factory.mktemp("caae")
-    folders = {kind: root / kind for kind in ("raw", "preprocessed", "results")}
-    with pytest.MonkeyPatch.context() as env:
-        for kind, folder in folders.items():
-            folder.mkdir()
-            env.setenv(f"AUTOUAD_{kind}", str(folder))
+    with autouad_folders(root) as folders:
         demo.convert(7, raw_folder=folders["raw"], seed=0, num_normal=2, num_patients=2, num_test=0, spacing=4.0)
         for method in TRAINERS:
             assert main_plan_and_preprocess(["-d", "7", "-m", method, "--schedule", "smoke", "--np", "1"]) == 0
@@ -284,13 +279,8 @@ def test_continued_run_equals_uninterrupted_run(demo_folders, tmp_path, method):
     assert resumed.position["step"] == 2  # the last checkpoint; iterations 3 and 4 run again
     resumed.run_training()
 
-    a = load_checkpoint(tmp_path / "straight" / "checkpoint_final.pt")
-    b = load_checkpoint(tmp_path / "broken" / "checkpoint_final.pt")
-    for name in a["networks"]:
-        assert same(a["networks"][name], b["networks"][name]), name
-    for name in a["optimizers"]:
-        assert same(a["optimizers"][name]["state"][0], b["optimizers"][name]["state"][0]), name
-    assert a["streams"] == b["streams"]
+    a, b = assert_same_checkpoints(tmp_path / "straight" / "checkpoint_final.pt",
+                                   tmp_path / "broken" / "checkpoint_final.pt")
 
     def losses(entries):
         return [{k: v for k, v in e.items() if k != "seconds"} for e in entries]

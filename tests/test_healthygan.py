@@ -26,7 +26,7 @@ from autouad.methods.healthygan.trainer import HealthyGANTrainer, decayed_learni
 from autouad.planning.plans_files import find_plans
 from autouad.training.checkpoint import load_checkpoint
 from autouad.utils.files import load_json
-from tests.conftest import ready_to_train, same, state, xray
+from tests.conftest import assert_same_checkpoints, autouad_folders, ready_to_train, same, state, xray
 
 DATASET = "Dataset031_TinyXrayGAN"
 # Narrow networks keep the in-process trainings fast; the CLI test and the shape tests use the paper's.
@@ -195,11 +195,7 @@ def folders(tmp_path_factory):
     """12 normal and 12 unlabeled (half abnormal) training X-rays and 6 test X-rays, planned for
     HealthyGAN with the smoke schedule (64x64)."""
     root = tmp_path_factory.mktemp("healthygan")
-    folders = {kind: root / kind for kind in ("raw", "preprocessed", "results")}
-    with pytest.MonkeyPatch.context() as env:
-        for kind, folder in folders.items():
-            folder.mkdir()
-            env.setenv(f"AUTOUAD_{kind}", str(folder))
+    with autouad_folders(root) as folders:
         rng = np.random.default_rng(0)
         with RawDatasetWriter(31, "TinyXrayGAN", modality="X-ray", channel_names={"0": "X-ray"}, file_ending=".png",
                               image_label_names={"0": "normal", "1": "abnormal"}) as writer:
@@ -369,13 +365,8 @@ def test_continued_run_equals_uninterrupted_run(folders, tmp_path):
     assert resumed.position["step"] == 4 and resumed.best_step == 4  # selected at step 4 (every 2), saved with it
     resumed.run_training()
 
-    a = load_checkpoint(tmp_path / "straight" / "checkpoint_final.pt")
-    b = load_checkpoint(tmp_path / "broken" / "checkpoint_final.pt")
-    for name in a["networks"]:
-        assert same(a["networks"][name], b["networks"][name]), name
-    for name in a["optimizers"]:
-        assert same(a["optimizers"][name]["state"][0], b["optimizers"][name]["state"][0]), name
-    assert a["streams"] == b["streams"]
+    a, b = assert_same_checkpoints(tmp_path / "straight" / "checkpoint_final.pt",
+                                   tmp_path / "broken" / "checkpoint_final.pt")
     assert same(a["extra"]["best_generator"], b["extra"]["best_generator"])
     assert a["extra"]["best_step"] == b["extra"]["best_step"]
 

@@ -28,7 +28,7 @@ from autouad.planning.plans_files import find_plans
 from autouad.training.checkpoint import load_checkpoint
 from autouad.utils.files import load_json, save_json
 from dataset_conversion import demo
-from tests.conftest import ready_to_train, same, state
+from tests.conftest import autouad_folders, ready_to_train, same, state
 
 DATASET = "Dataset007_DemoBrainMRI"
 TRAINERS = {"twophase": TwoPhaseTrainer, "draem": DRAEMTrainer}
@@ -273,11 +273,7 @@ def demo_folders(tmp_path_factory):
     """A small demo brain MRI dataset planned and preprocessed for twophase and draem (smoke), with
     narrow networks written into both plans (the CLI trains what the plans say)."""
     root = tmp_path_factory.mktemp("twophase")
-    folders = {kind: root / kind for kind in ("raw", "preprocessed", "results")}
-    with pytest.MonkeyPatch.context() as env:
-        for kind, folder in folders.items():
-            folder.mkdir()
-            env.setenv(f"AUTOUAD_{kind}", str(folder))
+    with autouad_folders(root) as folders:
         demo.convert(7, raw_folder=folders["raw"], seed=0, num_normal=2, num_patients=2, num_test=1, spacing=4.0)
         for method in TRAINERS:
             assert main_plan_and_preprocess(["-d", "7", "-m", method, "--schedule", "smoke", "--np", "1"]) == 0
