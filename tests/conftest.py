@@ -111,3 +111,21 @@ def xray(rng, abnormal: bool) -> np.ndarray:
     if abnormal:
         image[(yy - rng.integers(22, 42)) ** 2 + (xx - rng.choice([20, 44])) ** 2 < 36] = 200
     return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+
+
+def write_xray_dataset(dataset_id: int, name: str, num_normal: int, unlabeled_abnormal: list[bool],
+                       num_test: int = 6, seed: int = 0) -> None:
+    """A raw 2D X-ray dataset of ``xray`` images in $AUTOUAD_raw: normal training images, unlabeled
+    ones (abnormal where ``unlabeled_abnormal`` says so, labelled accordingly) and labelled test
+    images alternating normal / abnormal."""
+    from autouad.dataset.raw_dataset import RawDatasetWriter
+
+    rng = np.random.default_rng(seed)
+    with RawDatasetWriter(dataset_id, name, modality="X-ray", channel_names={"0": "X-ray"}, file_ending=".png",
+                          image_label_names={"0": "normal", "1": "abnormal"}) as writer:
+        for i in range(num_normal):
+            writer.add_case(f"normal_{i:02d}", [xray(rng, False)], role="normal", label=0)
+        for i, abnormal in enumerate(unlabeled_abnormal):
+            writer.add_case(f"unlabeled_{i:02d}", [xray(rng, abnormal)], role="unlabeled", label=int(abnormal))
+        for i in range(num_test):
+            writer.add_case(f"test_{i:02d}", [xray(rng, i % 2 == 1)], split="test", label=i % 2)

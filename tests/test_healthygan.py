@@ -15,7 +15,6 @@ import torch
 from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
 from autouad.cli.predict import main as predict_main
 from autouad.cli.train import main as train_main
-from autouad.dataset.raw_dataset import RawDatasetWriter
 from autouad.methods.caae.losses import critic_loss, generator_adversarial_loss, gradient_penalty
 from autouad.methods.healthygan.frechet import (FeatureNetwork, feature_statistics, frechet_distance,
                                                 frechet_distance_of_features)
@@ -26,7 +25,7 @@ from autouad.methods.healthygan.trainer import HealthyGANTrainer, decayed_learni
 from autouad.planning.plans_files import find_plans
 from autouad.training.checkpoint import load_checkpoint
 from autouad.utils.files import load_json
-from tests.conftest import assert_same_checkpoints, autouad_folders, ready_to_train, same, state, xray
+from tests.conftest import assert_same_checkpoints, autouad_folders, ready_to_train, same, state, write_xray_dataset
 
 DATASET = "Dataset031_TinyXrayGAN"
 # Narrow networks keep the in-process trainings fast; the CLI test and the shape tests use the paper's.
@@ -196,15 +195,7 @@ def folders(tmp_path_factory):
     HealthyGAN with the smoke schedule (64x64)."""
     root = tmp_path_factory.mktemp("healthygan")
     with autouad_folders(root) as folders:
-        rng = np.random.default_rng(0)
-        with RawDatasetWriter(31, "TinyXrayGAN", modality="X-ray", channel_names={"0": "X-ray"}, file_ending=".png",
-                              image_label_names={"0": "normal", "1": "abnormal"}) as writer:
-            for i in range(12):
-                writer.add_case(f"normal_{i:02d}", [xray(rng, False)], role="normal", label=0)
-            for i in range(12):
-                writer.add_case(f"mixed_{i:02d}", [xray(rng, i % 2 == 1)], role="unlabeled", label=i % 2)
-            for i in range(6):
-                writer.add_case(f"test_{i:02d}", [xray(rng, i % 2 == 1)], split="test", label=i % 2)
+        write_xray_dataset(31, "TinyXrayGAN", 12, [i % 2 == 1 for i in range(12)])
         assert main_plan_and_preprocess(["-d", "31", "-m", "healthygan", "--schedule", "smoke", "--np", "1"]) == 0
         yield folders
 
@@ -229,10 +220,10 @@ def test_plans_pools_and_paper_settings(folders, tmp_path):
     # set A: the unlabeled training slices; set B: the reference (normal) slices
     unlabeled, normal = trainer.loaders["unlabeled"]._data, trainer.loaders["normal"]._data
     names = {pool: {pool.cases[c].name.split("_")[0] for c, _ in pool.refs} for pool in (unlabeled, normal)}
-    assert names[unlabeled] == {"mixed"} and names[normal] == {"normal"}
+    assert names[unlabeled] == {"unlabeled"} and names[normal] == {"normal"}
     assert len(unlabeled) + len(normal) == len(trainer.data.train_cases)
     translated, real = trainer.selection_sets["translated"], trainer.selection_sets["real"]
-    assert {translated[0].cases[c].name.split("_")[0] for c, _ in translated[0].refs} == {"mixed"}
+    assert {translated[0].cases[c].name.split("_")[0] for c, _ in translated[0].refs} == {"unlabeled"}
     assert {real[0].cases[c].name.split("_")[0] for c, _ in real[0].refs} == {"normal"}
     assert all(case in trainer.data.validation_cases for case in translated[0].cases + real[0].cases)
     schedules = load_json(folders["preprocessed"] / DATASET / "autouadPlans_healthygan.json")["schedule"]

@@ -17,7 +17,7 @@ from autouad.cli.train import main as train_main
 from autouad.inference.inputs import InputCase
 from autouad.inference.predictor import AnomalyPredictor
 from autouad.utils.files import load_json, load_npy
-from tests.conftest import xray
+from tests.conftest import write_xray_dataset
 
 DATASET = "Dataset007_DemoBrainMRI"
 MODEL = "ascnet__autouadPlans_ascnet"
@@ -167,17 +167,8 @@ def test_summarize_prints_the_folds(env, capsys):
 # ---- a 2D X-ray dataset: image scores and decisions ------------------------------------------------
 def test_two_dimensional_images_get_scores_and_image_level_metrics(autouad_env, tmp_path):
     from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
-    from autouad.dataset.raw_dataset import RawDatasetWriter
 
-    rng = np.random.default_rng(0)
-    with RawDatasetWriter(8, "TinyXray", modality="X-ray", channel_names={"0": "X-ray"}, file_ending=".png",
-                          image_label_names={"0": "normal", "1": "abnormal"}) as writer:
-        for i in range(24):
-            writer.add_case(f"normal_{i:02d}", [xray(rng, False)], role="normal", label=0)
-        for i in range(8):
-            writer.add_case(f"sick_{i:02d}", [xray(rng, True)], role="unlabeled", label=1)
-        for i in range(6):
-            writer.add_case(f"test_{i:02d}", [xray(rng, i % 2 == 1)], split="test", label=i % 2)
+    write_xray_dataset(8, "TinyXray", 24, [True] * 8)
     assert main_plan_and_preprocess(["-d", "8", "-m", "vae", "--schedule", "smoke", "--np", "1"]) == 0
     assert train_main(["8", "0", "-m", "vae", "--device", "cpu"]) == 0
     threshold = load_json(autouad_env["results"] / "Dataset008_TinyXray" / "vae__autouadPlans_vae" / "fold_0"
