@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from autouad.evaluation.metrics import (MAX_POOLED_VALUES, average_precision, best_mean_dice, dice,
-                                        image_level_metrics, mean_std, pool_values, roc_auc)
+                                        image_level_metrics, mean_std, pool_values, roc_auc,
+                                        undefined_to_none)
 from autouad.inference.outputs import (MAPS_FOLDER, PREDICTIONS_FILE, ROIS_FOLDER, SCORES_FILE,
                                       WITHOUT_POSTPROCESSING_FOLDER)
 from autouad.utils.files import load_json, save_json
@@ -274,17 +275,6 @@ def _evaluate_images(labels: dict[str, int], scores_path: Path) -> tuple[dict, d
     return metrics, per_case
 
 
-def _nan_to_none(value):
-    """The summary with every NaN as None, since JSON (and save_json) allows no NaN."""
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    if isinstance(value, (float, np.floating)) and math.isnan(value):
-        return None
-    return value
-
-
 def evaluate_folders(reference: Path, predictions: Path, roi_folder: Path | None = None,
                      output: Path | None = None) -> dict:
     """Evaluate the prediction folder against a folder of reference masks (pixel level) or a
@@ -309,7 +299,7 @@ def evaluate_folders(reference: Path, predictions: Path, roi_folder: Path | None
                    "missing": image["cases_without_score"], "pixel": None, "image": image, "cases": per_case}
     else:
         raise EvaluationError(f"{reference}: no such reference folder or labels file")
-    summary = _nan_to_none(summary)
+    summary = undefined_to_none(summary)
     save_json(summary, output)
     return summary
 

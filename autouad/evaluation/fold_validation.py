@@ -12,7 +12,7 @@ import numpy as np
 
 from autouad.calibration.thresholds import ValidationCase, anomalous, image_scores, side_sign
 from autouad.evaluation.metrics import (average_precision, best_mean_dice, dice, image_level_metrics, mean_std,
-                                        roc_auc)
+                                        roc_auc, undefined_to_none)
 from autouad.postprocessing.morphology import postprocess_slices
 from autouad.utils.files import save_json
 
@@ -70,16 +70,6 @@ def score_fold(cases: list[ValidationCase], threshold: dict, postprocessing: dic
         labels = np.array([lab for _, lab in labelled], bool)
         summary["image"] = image_level_metrics(scores, labels, scores >= image_threshold["value"])
     if output is not None:
-        save_json(_without_nan(summary), output)
+        save_json(undefined_to_none(summary), output)
     return summary
 
-
-def _without_nan(obj):
-    """JSON has no NaN: undefined metrics (one class only) become null."""
-    if isinstance(obj, dict):
-        return {k: _without_nan(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_without_nan(v) for v in obj]
-    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
-        return None
-    return obj

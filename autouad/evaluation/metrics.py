@@ -226,3 +226,15 @@ def mean_std(values) -> dict:
     if kept.size == 0:
         return {"mean": float("nan"), "std": float("nan"), "n": 0}
     return {"mean": float(kept.mean()), "std": float(kept.std()), "n": int(kept.size)}
+
+
+def undefined_to_none(value):
+    """A result with every undefined metric (NaN, e.g. AUROC of a one-class case) as None, since
+    JSON (and save_json) has no NaN; dicts, lists and tuples are walked."""
+    if isinstance(value, dict):
+        return {k: undefined_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [undefined_to_none(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    return value

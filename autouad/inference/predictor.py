@@ -145,10 +145,11 @@ class AnomalyPredictor:
     # ---- one case at a time ------------------------------------------------------------------------
     def prepare(self, case: InputCase) -> PreparedCase:
         """Read, check and preprocess; raises PredictionError naming the file on any problem."""
-        loaded = load_case(case.as_case_files())
+        files = case.as_case_files()
+        loaded = load_case(files)
         if isinstance(loaded, list):
             raise PredictionError("; ".join(loaded))
-        meta, slices, _, roi = self.preprocessor.run(case.as_case_files(), loaded)
+        meta, slices, _, roi = self.preprocessor.run(files, loaded)
         foreground, _ = foreground_mask(loaded.data, loaded.roi, self.modality)
         return PreparedCase(case, loaded.geometry, meta, slices, slice_region(slices, roi, meta, self.modality),
                             np.ascontiguousarray(loaded.orientation.from_canonical(foreground)))
