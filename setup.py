@@ -41,6 +41,7 @@ setup(
             "autouad_predict=autouad.cli.predict:main",
             "autouad_evaluate=autouad.cli.evaluate:main",
             "autouad_summarize=autouad.cli.summarize:main",
+            "autouad_baseline=autouad.cli.baseline:main",
             "autouad_demo=autouad.cli.demo:main",
         ]
     },

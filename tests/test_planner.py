@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from autouad.planning.planner import AutoUADPlanner, PlanningError, plan_dataset
+from autouad.planning.variants import NoHistogramEqualizationPlanner
 from autouad.utils.files import load_json, save_json
 
 
@@ -82,6 +83,11 @@ def test_ct_with_liver_roi_plans_twophase(tmp_path):
     norm = p["preprocessing"]["normalization"]
     assert norm["scheme"] == "ct_window" and norm["histogram_equalization"] is True
     assert p["preprocessing"]["slice_size"][0] * p["preprocessing"]["slice_size"][1] <= 128 * 128
+    variant = plan(tmp_path / "noeq", fingerprint(modality="CT", roi="liver", normal=6, unlabeled=0, masks=False,
+                                                  spacing=(3.0, 0.8, 0.8), shape=(112, 512, 512), bbox=(30, 200, 220)),
+                   planner_class=NoHistogramEqualizationPlanner)
+    assert variant["preprocessing"]["normalization"] == dict(norm, histogram_equalization=False)
+    assert "switched off" in variant["reasons"]["normalization"]
 
 
 def test_xray_image_level_plans_healthygan(tmp_path):
@@ -89,9 +95,9 @@ def test_xray_image_level_plans_healthygan(tmp_path):
                 normal=200, unlabeled=200)
     p = plan(tmp_path, fingerprint(**xray))
     assert p["method"] == "healthygan" and p["task"] == "image"
-    assert p["preprocessing"]["mode"] == "resize" and p["preprocessing"]["slice_size"] == [128, 128]
+    assert p["preprocessing"]["mode"] == "resize" and p["preprocessing"]["slice_size"] == [64, 64]  # fast: CPU
     assert p["threshold"]["strategy"] == "normal_percentile"
-    assert p["batch_size"] == 32  # the paper's batch at 128x128
+    assert p["batch_size"] == 32  # the paper's batch at 128x128 and below
     paper = plan(tmp_path, fingerprint(**xray), schedule="paper")
     assert paper["preprocessing"]["slice_size"] == [224, 224]  # never upsampled past the native size
 

@@ -4,10 +4,21 @@
   (32x32) by averaging pixel areas and standardised to zero mean and unit variance (so that the
   exposure of an X-ray does not count), is scored by its mean Euclidean distance to its k nearest
   normal training images. It needs no training and no labels beyond "these images are normal".
+  ``autouad_baseline knn`` writes its scores as a prediction folder that autouad_evaluate reads.
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
+from tqdm import tqdm
+
+from autouad.dataset.raw_dataset import load_raw_dataset
+from autouad.inference.inputs import find_input_cases
+from autouad.inference.outputs import PREDICTIONS_FILE, SCORES_FILE, write_scores
+from autouad.utils.files import save_json
+from autouad.utils.images import read_image
 
 
 def shrink(image: np.ndarray, size: int = 32) -> np.ndarray:
@@ -27,18 +38,78 @@ def shrink(image: np.ndarray, size: int = 32) -> np.ndarray:
     return ((out - out.mean()) / std if std > 0 else out - out.mean()).astype(np.float32)
 
 
-def knn_scores(normal: np.ndarray, queries: np.ndarray, k: int = 1, chunk: int = 1024) -> np.ndarray:
+def knn_scores(normal: np.ndarray, queries: np.ndarray | None, k: int = 1, chunk: int = 1024) -> np.ndarray:
     """(N, D) normal vectors, (M, D) queries -> (M,) mean distance to the k nearest normal vectors;
-    squared distances by one matrix product per chunk (|a|^2 + |b|^2 - 2 a.b)."""
+    squared distances by one matrix product per chunk (|a|^2 + |b|^2 - 2 a.b). ``queries=None``
+    scores the normal vectors themselves, each against the *other* normal vectors (leave one out):
+    the baseline's scores of normal images it has not memorised, for a label-free threshold."""
     normal = np.asarray(normal, np.float64).reshape(len(normal), -1)
-    queries = np.asarray(queries, np.float64).reshape(len(queries), -1)
-    if not 1 <= k <= len(normal):
-        raise ValueError(f"k must lie in 1..{len(normal)}, not {k}")
+    leave_one_out = queries is None
+    queries = normal if leave_one_out else np.asarray(queries, np.float64).reshape(len(queries), -1)
+    available = len(normal) - int(leave_one_out)
+    if not 1 <= k <= available:
+        raise ValueError(f"k must lie in 1..{available}, not {k}")
     normal_sq = (normal ** 2).sum(1)
     out = np.empty(len(queries))
     for start in range(0, len(queries), chunk):
         q = queries[start:start + chunk]
         d2 = np.maximum((q ** 2).sum(1)[:, None] + normal_sq[None, :] - 2.0 * q @ normal.T, 0.0)
+        if leave_one_out:
+            rows = np.arange(len(q))
+            d2[rows, start + rows] = np.inf
         nearest = np.partition(d2, k - 1, axis=1)[:, :k]
         out[start:start + chunk] = np.sqrt(nearest).mean(1)
     return out
+
+
+def knn_baseline_predictions(dataset_folder: Path, input_folder: Path, output_folder: Path, k: int = 1,
+                             size: int = 32, percentile: float = 95.0) -> dict:
+    """Score every image in ``input_folder`` with the pixel kNN baseline against the raw dataset's
+    normal training images and write ``scores.csv`` and ``predictions.json`` in the layout of
+    autouad_predict (autouad/inference/outputs.py), so that autouad_evaluate scores it the same way.
+    The decision threshold is label-free, as the methods' image cut: the ``percentile`` of the
+    normal training images' leave-one-out scores."""
+    dataset = load_raw_dataset(dataset_folder)
+    if dataset.num_channels != 1:
+        raise ValueError(f"{dataset_folder}: the pixel kNN baseline reads one grey channel, the dataset has "
+                         f"{dataset.num_channels}")
+    normal_cases = [c for c in dataset.training_cases() if c.role == "normal"]
+    if len(normal_cases) <= k:
+        raise ValueError(f"{dataset_folder}: {len(normal_cases)} normal training case(s); kNN with k={k} needs more")
+    cases, problems = find_input_cases(input_folder, dataset.meta["channel_names"])
+    if not cases:
+        raise ValueError(f"{input_folder}: no image to score" + (f" ({next(iter(problems.values()))})"
+                                                                  if problems else ""))
+
+    def vectors(paths: list[Path], what: str) -> np.ndarray:
+        out = np.empty((len(paths), size * size), np.float32)
+        for i, path in enumerate(tqdm(paths, desc=f"kNN baseline: {what}", unit="image")):
+            image = read_image(path)[0]
+            if image.ndim == 3 and image.shape[0] == 1:
+                image = image[0]
+            if image.ndim != 2:
+                raise ValueError(f"{path}: the pixel kNN baseline scores 2D images, this one has shape {image.shape}")
+            out[i] = shrink(image, size).ravel()
+        return out
+
+    start = time.perf_counter()
+    normal = vectors([c.images[0] for c in normal_cases], "normal training images")
+    queries = vectors([c.images[0] for c in cases], "images to score")
+    threshold = float(np.percentile(knn_scores(normal, None, k), percentile))
+    scores = knn_scores(normal, queries, k)
+    output_folder = Path(output_folder)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    done = {}
+    for case, score in zip(cases, scores):
+        done[case.case_id] = {"score": float(score), "decision": int(score >= threshold)}
+    write_scores(output_folder / SCORES_FILE, done, threshold)
+    record = {"method": "pixel_knn", "baseline": f"pixel kNN: {size}x{size} area-averaged standardised images, "
+                                                 f"mean distance to the {k} nearest normal training image(s)",
+              "dataset": dataset.name, "input_folder": str(input_folder), "k": k, "size": size,
+              "num_normal_reference": len(normal_cases), "image_threshold": threshold,
+              "image_threshold_rule": f"{percentile:g}th percentile of the normal training images' "
+                                      f"leave-one-out scores (no labels of the scored images)",
+              "seconds": round(time.perf_counter() - start, 2), "num_predicted": len(done),
+              "num_failed": len(problems), "cases": done, "failed": problems}
+    save_json(record, output_folder / PREDICTIONS_FILE)
+    return record

@@ -7,9 +7,28 @@
     scores.csv                              2D datasets: case, score, threshold, decision
     predictions.json                        what ran: model, folds, thresholds, per-case status
 """
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from autouad.utils.files import atomic_output
+
 PREDICTIONS_FILE = "predictions.json"
 SCORES_FILE = "scores.csv"
 SCORES_HEADER = ("case", "score", "threshold", "decision")
 WITHOUT_POSTPROCESSING_FOLDER = "without_postprocessing"
 MAPS_FOLDER = "maps"
 ROIS_FOLDER = "rois"
+
+
+def write_scores(path: Path, cases: dict[str, dict], threshold: float) -> None:
+    """scores.csv from {case: {"score", "decision"}}, sorted by case, written atomically."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(SCORES_HEADER)
+    for case, r in sorted(cases.items()):
+        writer.writerow([case, f"{r['score']:.6g}", f"{threshold:.6g}", r["decision"]])
+    with atomic_output(path) as tmp:
+        tmp.write_text(text.getvalue())

@@ -14,8 +14,6 @@ The output folder's layout is in autouad.inference.outputs. Masks of 2D images a
 """
 from __future__ import annotations
 
-import csv
-import io
 import sys
 import time
 from dataclasses import dataclass
@@ -29,8 +27,8 @@ from tqdm import tqdm
 from autouad.calibration.thresholds import THRESHOLD_FILE, anomalous, image_scores, slice_region
 from autouad.dataset.validation import load_case
 from autouad.inference.inputs import InputCase, find_input_cases
-from autouad.inference.outputs import (MAPS_FOLDER, PREDICTIONS_FILE, ROIS_FOLDER, SCORES_FILE, SCORES_HEADER,
-                                       WITHOUT_POSTPROCESSING_FOLDER)
+from autouad.inference.outputs import (MAPS_FOLDER, PREDICTIONS_FILE, ROIS_FOLDER, SCORES_FILE,
+                                       WITHOUT_POSTPROCESSING_FOLDER, write_scores)
 from autouad.methods import trainer_class
 from autouad.postprocessing.morphology import postprocess_slices
 from autouad.preprocessing.foreground import foreground_mask
@@ -244,19 +242,10 @@ class AnomalyPredictor:
                     flush()
             flush()
         if self.image_threshold is not None and done:
-            self.write_scores(done, output_folder / SCORES_FILE)
+            write_scores(output_folder / SCORES_FILE, done, self.image_threshold)
         record = self.run_record(input_folder, roi_folder, save_maps, done, failed, time.time() - start)
         save_json(record, output_folder / PREDICTIONS_FILE)
         return record
-
-    def write_scores(self, done: dict, path: Path) -> None:
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(SCORES_HEADER)
-        for case, r in sorted(done.items()):
-            writer.writerow([case, f"{r['score']:.6g}", f"{self.image_threshold:.6g}", r["decision"]])
-        with atomic_output(path) as tmp:
-            tmp.write_text(text.getvalue())
 
     def run_record(self, input_folder: Path, roi_folder, save_maps: bool, done: dict, failed: dict,
                    seconds: float) -> dict:
