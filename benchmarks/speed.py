@@ -1,0 +1,239 @@
+"""How fast each method runs, and how close that is to what this machine can do.
+
+    python benchmarks/speed.py [--methods ascnet caae ...] [--device auto|cpu|cuda] [--output speed.json]
+
+Builds a small demo dataset (the project's own generator, 1 mm MNI anatomy) in a temporary folder,
+plans and preprocesses it for every method with the ``fast`` schedule (the planned slice size and
+batch of a CPU run; ``--schedule paper`` for the paper's), and measures, each method in a process of
+its own so that its peak memory is its own:
+
+* inference: slices per second through ``predict_slices`` (evaluation mode, inference mode, the
+  predictor's batch of twice the training batch), at the planned slice size;
+* FLOPs per slice of that forward pass (torch's FLOP counter: convolutions and matrix products,
+  2 per multiply-add) and so the achieved FLOP/s;
+* training: steps per second of the method's main phase (the one with the most iterations) and
+  FLOPs per step;
+* preprocessing: seconds per volume (read, crop, resample, normalise) on the demo's volumes;
+* peak memory: the process's peak resident set (CPU) or torch's peak allocation (GPU).
+
+Beside them the machine's own limit, measured in the same run on the same device: the throughput of
+a large 3x3 convolution (16 x 256 x 64 x 64, 256 filters) and of a 4096 x 4096 matrix product. Each
+achieved FLOP/s is printed as a fraction of the convolution's. Results: a JSON file and a Markdown
+table on stdout. Figures depend on the machine: the output names it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DATASET_ID = 901
+METHODS = ("ascnet", "caae", "aae", "vae", "healthygan", "twophase", "draem")
+
+
+# ---- the machine's limit ------------------------------------------------------------------------------
+def best_seconds(fn, repeats: int, warmup: int = 1) -> float:
+    """The fastest of ``repeats`` timed calls (after ``warmup``), synchronising a GPU."""
+    for _ in range(warmup):
+        fn()
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.inference_mode()
+def machine_limit(device: torch.device, dtype=torch.float32) -> dict:
+    """FLOP/s of a large convolution and of a large matrix product on ``device``."""
+    x = torch.randn(16, 256, 64, 64, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    conv_flops = 2 * 16 * 256 * 64 * 64 * 256 * 9
+    repeats = 5 if device.type == "cpu" else 50
+    conv = conv_flops / best_seconds(lambda: torch.nn.functional.conv2d(x, w, padding=1), repeats)
+    a = torch.randn(4096, 4096, device=device, dtype=dtype)
+    matmul = 2 * 4096 ** 3 / best_seconds(lambda: a @ a, repeats)
+    return {"conv3x3_flops_per_s": conv, "matmul_flops_per_s": matmul, "dtype": str(dtype).replace("torch.", "")}
+
+
+# ---- one method ---------------------------------------------------------------------------------------
+def count_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def measure_method(method: str, workspace: Path, device: torch.device, train_steps: int,
+                   inference_batches: int) -> dict:
+    from autouad.dataset.raw_dataset import load_raw_dataset
+    from autouad.methods import trainer_class
+    from autouad.planning.plans_files import find_plans
+    from autouad.preprocessing.preprocessor import CasePreprocessor
+    from autouad.utils.files import load_json
+
+    preprocessed = next((workspace / "preprocessed").glob(f"Dataset{DATASET_ID}_*"))
+    plans, _ = find_plans(preprocessed, method)
+    meta = load_json(preprocessed / "dataset.json")
+    trainer = trainer_class(method)(plans, 0, preprocessed, workspace / "results" / method / "fold_0", device=device)
+    trainer.initialize()
+    h, w = plans["preprocessing"]["slice_size"]
+    all_channels = len(meta["channel_names"])
+    out = {"method": method, "slice_size": [h, w], "batch_size": trainer.batch_size,
+           "input_channels": len(trainer.input_channels)}
+
+    # training: the main phase's steps, the networks in training mode as the base's loop puts them
+    phase = max(trainer.phases, key=lambda p: p.iterations)
+    for network in trainer.networks.values():
+        network.train()
+    trainer.seed_iteration(0)
+    out["train_flops_per_step"] = count_flops(lambda: trainer.train_iteration(phase, 0))
+    seconds = best_seconds(lambda: trainer.train_iteration(phase, 1), repeats=train_steps, warmup=0)
+    out.update(train_phase=phase.name, train_steps_per_s=1.0 / seconds)
+
+    # inference: predict_slices on random slices with every channel of the dataset
+    batch = max(1, 2 * trainer.batch_size)
+    slices = np.random.default_rng(0).random((batch * inference_batches, all_channels, h, w), dtype=np.float32)
+    trainer.predict_slices(slices[:batch])  # warm-up (oneDNN / cuDNN pick their kernels)
+    start = time.perf_counter()
+    trainer.predict_slices(slices)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    out["inference_slices_per_s"] = len(slices) / (time.perf_counter() - start)
+    one = trainer.to_device(np.ascontiguousarray(slices[:1][:, trainer.input_channels]))
+    with torch.inference_mode():
+        for network in trainer.networks.values():
+            network.eval()
+        out["inference_flops_per_slice"] = count_flops(lambda: trainer.predict_anomaly_map(one))
+
+    # preprocessing: every demo training volume, read to preprocessed slices
+    raw = load_raw_dataset(next((workspace / "raw").glob(f"Dataset{DATASET_ID}_*")))
+    preprocessor = CasePreprocessor(plans["preprocessing"], meta["modality"], meta.get("normal_reference", "cases"))
+    cases = raw.training_cases()
+    start = time.perf_counter()
+    for case in cases:
+        preprocessor.run(case)
+    out["preprocessing_s_per_volume"] = (time.perf_counter() - start) / len(cases)
+    out["peak_memory_bytes"] = peak_memory_bytes(device)
+    return out
+
+
+# ---- the run ------------------------------------------------------------------------------------------
+def prepare_workspace(workspace: Path, methods: list[str], schedule: str) -> None:
+    from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
+    from dataset_conversion import demo
+
+    for kind in ("raw", "preprocessed", "results"):
+        os.environ[f"AUTOUAD_{kind}"] = str(workspace / kind)
+    demo.convert(DATASET_ID, raw_folder=workspace / "raw", seed=0, num_normal=2, num_patients=2, num_test=1,
+                 spacing=1.0)
+    for method in methods:
+        if main_plan_and_preprocess(["-d", str(DATASET_ID), "-m", method, "--schedule", schedule, "--np", "1"]) != 0:
+            raise RuntimeError(f"planning {method} failed")
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def markdown_table(result: dict) -> str:
+    limit = result["limit"]["conv3x3_flops_per_s"]
+    lines = [f"Machine: {result['machine']} ({result['device']}); measured limit: 3x3 convolution "
+             f"{limit / 1e9:.1f} GFLOP/s, matrix product {result['limit']['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s",
+             "",
+             "| method | slice | batch | inference slices/s | GFLOP/slice | inference GFLOP/s (of limit) "
+             "| training steps/s | training GFLOP/s (of limit) | preprocessing s/volume | peak memory |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["methods"]:
+        if "error" in r:
+            lines.append(f"| {r['method']} | error: {r['error']} |")
+            continue
+        inf = r["inference_slices_per_s"] * r["inference_flops_per_slice"]
+        train = r["train_steps_per_s"] * r["train_flops_per_step"]
+        lines.append(
+            f"| {r['method']} | {r['slice_size'][0]}x{r['slice_size'][1]} | {r['batch_size']} "
+            f"| {r['inference_slices_per_s']:.1f} | {r['inference_flops_per_slice'] / 1e9:.3f} "
+            f"| {inf / 1e9:.1f} ({inf / limit:.0%}) | {r['train_steps_per_s']:.3f} "
+            f"| {train / 1e9:.1f} ({train / limit:.0%}) | {r['preprocessing_s_per_volume']:.2f} "
+            f"| {r['peak_memory_bytes'] / 2 ** 30:.2f} GiB |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu or cuda")
+    parser.add_argument("--schedule", default="fast", choices=["fast", "paper", "smoke"],
+                        help="whose planned slice size and batch to measure (default fast)")
+    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per method (best of)")
+    parser.add_argument("--inference-batches", type=int, default=4, help="predictor batches timed per method")
+    parser.add_argument("--output", type=Path, default=Path("speed.json"))
+    parser.add_argument("--workspace", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+
+    if args.worker:  # one method, in its own process; one JSON line on stdout
+        for kind in ("raw", "preprocessed", "results"):
+            os.environ[f"AUTOUAD_{kind}"] = str(args.workspace / kind)
+        print(json.dumps(measure_method(args.worker, args.workspace, device, args.train_steps,
+                                        args.inference_batches)))
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="autouad_speed_") as tmp:
+        workspace = Path(tmp)
+        prepare_workspace(workspace, args.methods, args.schedule)
+        result = {"machine": machine_description(device), "device": str(device), "schedule": args.schedule,
+                  "limit": machine_limit(device), "methods": []}
+        for method in args.methods:
+            print(f"measuring {method} ...", file=sys.stderr, flush=True)
+            run = subprocess.run([sys.executable, __file__, "--worker", method, "--workspace", str(workspace),
+                                  "--device", str(device), "--train-steps", str(args.train_steps),
+                                  "--inference-batches", str(args.inference_batches)],
+                                 capture_output=True, text=True)
+            if run.returncode != 0:
+                last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+                result["methods"].append({"method": method, "error": last[:200]})
+            else:
+                result["methods"].append(json.loads(run.stdout.strip().splitlines()[-1]))
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_table(result))
+    print(f"\nwritten to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
