@@ -57,3 +57,58 @@ def test_knn_baseline_writes_a_prediction_folder_the_evaluator_scores(autouad_en
     # the output may not lie among the inputs
     assert main(["knn", "-d", "7", "-o", str(raw / "imagesTs" / "out")]) == 1
     assert "must not lie in the input folder" in capsys.readouterr().err
+
+
+def test_intensity_baseline_marks_bright_anomalies_at_a_label_free_threshold(autouad_env):
+    """Reference: a normal case and a patient whose tumour slice is excluded by the
+    slices_without_anomaly protocol; scored: a case with a bright block. The mask is the block, the
+    outputs have the input's geometry, and the evaluator's best-possible Dice is the oracle's."""
+    import SimpleITK as sitk
+
+    from autouad.dataset.raw_dataset import RawDatasetWriter, load_raw_dataset
+    from autouad.evaluation.baselines import intensity_baseline_predictions
+    from autouad.evaluation.evaluator import evaluate_folders
+
+    rng = np.random.default_rng(3)
+    shape = (6, 24, 20)
+    brain = np.zeros(shape, np.uint8)
+    brain[:, 3:21, 3:17] = 1
+
+    def image(array):
+        img = sitk.GetImageFromArray(array.astype(np.float32))
+        img.SetSpacing((1.0, 1.2, 3.0))
+        img.SetOrigin((5.0, -3.0, 2.0))
+        return img
+
+    def scan(block=None, value=0.0):
+        array = (100 + 5 * rng.normal(size=shape)) * brain
+        mask = np.zeros(shape, np.uint8)
+        if block is not None:
+            array[block] += value
+            mask[block] = 1
+        return array, mask
+
+    tumour = (slice(2, 4), slice(8, 14), slice(6, 12))
+    with RawDatasetWriter(8, "Flair", modality="MRI", channel_names={"0": "FLAIR"}, file_ending=".nii.gz",
+                          normal_reference="slices_without_anomaly") as writer:
+        normal, _ = scan()
+        writer.add_case("normal", [image(normal)], role="normal", roi=image(brain))
+        # the patient's tumour slices are 10x brighter than the test tumour: they must not set the threshold
+        patient, patient_mask = scan((slice(1, 2), slice(5, 19), slice(4, 16)), 1000.0)
+        writer.add_case("patient", [image(patient)], role="unlabeled", mask=image(patient_mask), roi=image(brain))
+        test, test_mask = scan(tumour, 60.0)
+        writer.add_case("test", [image(test)], split="test", mask=image(test_mask), roi=image(brain))
+    raw = load_raw_dataset(autouad_env["raw"] / "Dataset008_Flair")
+    out = autouad_env["results"].parent / "intensity"
+    record = intensity_baseline_predictions(raw.test_cases(), raw.training_cases(), 0, out,
+                                            normal_reference="slices_without_anomaly", percentile=99.9)
+    mask = sitk.ReadImage(str(out / "test.nii.gz"))
+    source = sitk.ReadImage(str(raw.folder / "imagesTs" / "test_0000.nii.gz"))
+    for geometry in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+        assert getattr(mask, geometry)() == getattr(source, geometry)(), geometry
+    predicted = sitk.GetArrayFromImage(mask).astype(bool)
+    assert predicted[tumour].all() and predicted.sum() < 1.05 * predicted[tumour].size
+    assert record["threshold"] < 5  # standardised units: set by normal tissue, not by the patient's tumour
+    summary = evaluate_folders(raw.folder / "masksTs", out)
+    assert summary["pixel"]["dice"]["mean"] > 0.95
+    assert summary["pixel"]["best_possible_dice"]["mean_dice"] >= summary["pixel"]["dice"]["mean"] - 1e-9

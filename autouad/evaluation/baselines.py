@@ -113,3 +113,77 @@ def knn_baseline_predictions(dataset_folder: Path, input_folder: Path, output_fo
               "num_failed": len(problems), "cases": done, "failed": problems}
     save_json(record, output_folder / PREDICTIONS_FILE)
     return record
+
+
+def standardised_in_region(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """(image - mean) / std of the voxels in ``region``, 0 outside it (float32)."""
+    values = image[region].astype(np.float64)
+    std = values.std() if values.size else 0.0
+    out = np.zeros(image.shape, np.float32)
+    if values.size:
+        out[region] = ((values - values.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
+    return out
+
+
+def intensity_baseline_predictions(cases: list, reference_cases: list, channel: int, output_folder: Path,
+                                   normal_reference: str = "cases", side: str = "above",
+                                   percentile: float = 99.0) -> dict:
+    """The intensity-threshold baseline (FLAIR thresholding for brain MRI) as a prediction folder.
+
+    Each volume's ``channel`` is standardised inside its ROI (foreground where it has none); the map is
+    that value (negated for dark anomalies, ``side="below"``), so higher is more anomalous. The
+    label-free threshold is the ``percentile`` of the map over the normal reference slices of
+    ``reference_cases`` (the same slices a method trains on, by the dataset's ``normal_reference``
+    protocol); masks are map >= threshold inside the ROI. Writes masks, ``maps/`` and ``rois/`` in
+    autouad_predict's layout, in each case's file geometry, so that autouad_evaluate reports Dice,
+    AUROC, AP and the best-possible Dice (the baseline at its oracle threshold)."""
+    from autouad.dataset.validation import load_case
+    from autouad.fingerprint.extractor import slice_is_reference
+    from autouad.inference.outputs import MAPS_FOLDER, ROIS_FOLDER
+    from autouad.inference.predictor import write_image
+    from autouad.preprocessing.foreground import foreground_mask
+
+    if side not in ("above", "below"):
+        raise ValueError(f"side must be 'above' or 'below', not {side!r}")
+    sign = 1.0 if side == "above" else -1.0
+
+    def loaded_map(case):
+        loaded = load_case(case)
+        if isinstance(loaded, list):
+            raise ValueError("; ".join(loaded))
+        region = loaded.roi if loaded.roi is not None else foreground_mask(loaded.data, None, "MRI")[0]
+        return loaded, sign * standardised_in_region(loaded.data[channel], region), region
+
+    reference_values = []
+    for case in tqdm(reference_cases, desc="intensity baseline: normal reference", unit="case"):
+        loaded, values, region = loaded_map(case)
+        has_anomaly = None if loaded.mask is None else loaded.mask.any(axis=(1, 2))
+        normal = slice_is_reference(case.role, normal_reference, has_anomaly, values.shape[0])
+        reference_values.append(values[normal][region[normal]])
+    reference_values = np.concatenate(reference_values) if reference_values else np.zeros(0)
+    if reference_values.size == 0:
+        raise ValueError("the reference cases have no normal reference slices to set the label-free threshold on")
+    threshold = float(np.percentile(reference_values, percentile))
+
+    output_folder = Path(output_folder)
+    for sub in ("", MAPS_FOLDER, ROIS_FOLDER):
+        (output_folder / sub).mkdir(parents=True, exist_ok=True)
+    done = {}
+    for case in tqdm(cases, desc="intensity baseline: cases", unit="case"):
+        loaded, values, region = loaded_map(case)
+        ending = "".join(case.images[channel].suffixes[-2:]) if case.images[channel].name.endswith(".nii.gz") \
+            else case.images[channel].suffix
+        name = f"{case.case_id}{ending}"
+        back = loaded.orientation.from_canonical
+        write_image(np.ascontiguousarray(back((values >= threshold) & region).astype(np.uint8)), loaded.geometry,
+                    output_folder / name)
+        write_image(np.ascontiguousarray(back(values)), loaded.geometry, output_folder / MAPS_FOLDER / name)
+        write_image(np.ascontiguousarray(back(region).astype(np.uint8)), loaded.geometry,
+                    output_folder / ROIS_FOLDER / name)
+        done[case.case_id] = {"file": name}
+    record = {"method": "intensity_threshold", "channel": channel, "side": side, "threshold": threshold,
+              "threshold_rule": f"{percentile:g}th percentile of the standardised channel on the normal reference "
+                                f"slices of {len(reference_cases)} reference case(s) (no labels of the scored cases)",
+              "num_predicted": len(done), "cases": done}
+    save_json(record, output_folder / PREDICTIONS_FILE)
+    return record
