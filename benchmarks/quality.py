@@ -1,0 +1,276 @@
+"""Every method against simple baselines, side by side, in one run.
+
+    python benchmarks/quality.py [--schedule smoke|fast|paper] [--methods ascnet ...] [--folds 0 1]
+                                 [--datasets brats kermany] [--work DIR]
+
+BraTS-6 (../shared/data/brats2015_deepmedic6), patient-wise 2-fold cross-validation: for every
+method, convert -> plan -> preprocess -> train each fold -> calibrate on the fold's own validation
+cases -> predict those cases with that fold's model; the folds' predictions together cover all six
+patients and are scored at once against the tumour masks (OTMultiClass > 0). Beside the methods,
+FLAIR intensity thresholding, the bar every unsupervised brain-MRI method must clear: its label-free
+cut is the 99th percentile of the standardised FLAIR on the normal slices of the fold's training
+patients, and its oracle cut (chosen on the labels) is the evaluator's best-possible Dice.
+
+Kermany chest X-rays (../shared/data/chestxray_kermany): every method trained on the given folds
+and predicting the 624 test images (fold-averaged), image-level AUROC etc., beside the pixel kNN
+baseline.
+
+Everything lands in --work (default ./autouad_quality_<schedule>): the autouad folders, the
+predictions, quality.json and quality.md. A second run with the same --work reuses what is done
+(trained folds are not trained again; an interrupted fold continues from its checkpoint). Jobs run
+one after the other: two torch jobs on a small CPU slow each other down far more than they gain.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SHARED = REPO.parent / "shared" / "data"
+METHODS = ("ascnet", "caae", "aae", "vae", "healthygan", "twophase", "draem")
+BRATS = {"id": 1, "source": SHARED / "brats2015_deepmedic6", "format": "brats-deepmedic"}
+KERMANY = {"id": 2, "source": SHARED / "chestxray_kermany", "format": "chestxray-folders"}
+
+
+def run_cli(main, argv: list[str], what: str) -> None:
+    status = main(argv)
+    if status not in (0, None):
+        raise RuntimeError(f"{what} failed (exit status {status}): {' '.join(argv)}")
+
+
+def dataset_folder(root: Path, dataset_id: int) -> Path:
+    return next(root.glob(f"Dataset{dataset_id:03d}_*"))
+
+
+def convert(spec: dict, work: Path) -> Path:
+    from dataset_conversion.convert import main as convert_main
+    raw = work / "raw"
+    if not any(raw.glob(f"Dataset{spec['id']:03d}_*")):
+        run_cli(convert_main, [spec["format"], "-i", str(spec["source"]), "-d", str(spec["id"])], "conversion")
+    return dataset_folder(raw, spec["id"])
+
+
+def train_folds(dataset_id: int, method: str, schedule: str, folds: list[int], num_folds: int) -> dict:
+    """Plan, preprocess and train; returns {fold: training seconds} (from each fold's log)."""
+    from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
+    from autouad.cli.train import main as train_main
+    from autouad.paths import find_dataset_name, results_root
+    from autouad.utils.files import load_json
+
+    run_cli(main_plan_and_preprocess, ["-d", str(dataset_id), "-m", method, "--schedule", schedule,
+                                       "--folds", str(num_folds), "--np", "1"], f"planning {method}")
+    model = results_root() / find_dataset_name(dataset_id) / f"{method}__autouadPlans_{method}"
+    seconds = {}
+    for fold in folds:
+        argv = [str(dataset_id), str(fold), "-m", method]
+        if (model / f"fold_{fold}" / "checkpoint_latest.pt").is_file():
+            argv.append("--continue")  # a finished fold is not trained again, an interrupted one continues
+        run_cli(train_main, argv, f"training {method} fold {fold}")
+        log = load_json(model / f"fold_{fold}" / "training_log.json")
+        seconds[fold] = max((e.get("seconds", 0.0) for e in log.get("entries", [])), default=0.0)
+    return seconds
+
+
+def fold_split(dataset_id: int, fold: int) -> dict:
+    from autouad.paths import preprocessed_root
+    from autouad.utils.files import load_json
+    return load_json(dataset_folder(preprocessed_root(), dataset_id) / "splits_final.json")[fold]
+
+
+def link_cases(raw: Path, cases: list[str], folder: Path) -> Path:
+    """A folder of symlinks to the cases' raw channel files (autouad_predict's input layout)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for case in cases:
+        for image in sorted((raw / "imagesTr").glob(f"{case}_[0-9][0-9][0-9][0-9]*")):
+            (folder / image.name).symlink_to(image.resolve())
+    return folder
+
+
+def merge_predictions(parts: list[Path], merged: Path) -> Path:
+    """The per-fold prediction folders as one (files are per case; the run record of the first)."""
+    from autouad.inference.outputs import PREDICTIONS_FILE
+    if merged.exists():
+        shutil.rmtree(merged)
+    merged.mkdir(parents=True)
+    for part in parts:
+        for path in part.rglob("*"):
+            if path.is_file() and path.name not in (PREDICTIONS_FILE, "summary.json"):
+                target = merged / path.relative_to(part)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+    shutil.copy2(parts[0] / PREDICTIONS_FILE, merged / PREDICTIONS_FILE)
+    return merged
+
+
+def pixel_row(summary: dict) -> dict:
+    pixel = summary["pixel"]
+
+    def mean_std(key):
+        value = pixel.get(key) or {}
+        return value.get("mean"), value.get("std")
+    return {"dice": mean_std("dice"), "dice_without_postprocessing": mean_std("dice_without_postprocessing"),
+            "auroc": mean_std("auroc"), "pooled_auroc": pixel.get("pooled_auroc"),
+            "average_precision": mean_std("average_precision"),
+            "best_possible_dice": (pixel.get("best_possible_dice") or {}).get("mean_dice"),
+            "num_cases": summary.get("num_cases")}
+
+
+def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> dict:
+    """Train the folds, let each fold predict its held-out patients, score them together."""
+    from autouad.cli.predict import main as predict_main
+    from autouad.evaluation.evaluator import evaluate_folders
+
+    start = time.perf_counter()
+    seconds = train_folds(BRATS["id"], method, args.schedule, args.folds, 2)
+    parts = []
+    for fold in args.folds:
+        inputs = link_cases(raw, fold_split(BRATS["id"], fold)["val"], work / "inputs" / f"brats_fold_{fold}")
+        out = work / "predictions" / "brats" / method / f"fold_{fold}"
+        run_cli(predict_main, ["-i", str(inputs), "-o", str(out), "-d", str(BRATS["id"]), "-m", method,
+                               "-f", str(fold), "--rois", str(raw / "roisTr"), "--save-maps"],
+                f"predicting {method} fold {fold}")
+        parts.append(out)
+    merged = merge_predictions(parts, work / "predictions" / "brats" / method / "cross_validation")
+    return dict(pixel_row(evaluate_folders(reference, merged)), training_seconds=sum(seconds.values()),
+                wall_seconds=time.perf_counter() - start)
+
+
+def brats(args, work: Path) -> dict:
+    from autouad.dataset.raw_dataset import load_raw_dataset
+    from autouad.evaluation.baselines import intensity_baseline_predictions
+    from autouad.evaluation.evaluator import evaluate_folders
+
+    raw = convert(BRATS, work)
+    dataset = load_raw_dataset(raw)
+    by_id = {c.case_id: c for c in dataset.training_cases()}
+    reference = raw / "masksTr"
+    rows = {}
+    for method in args.methods:
+        try:
+            rows[method] = brats_method(args, work, raw, reference, method)
+        except Exception as e:  # one method's failure is reported in its row, the others still run
+            rows[method] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+            print(f"brats {method}: {rows[method]['error']}", file=sys.stderr)
+    # FLAIR thresholding: per fold, the cut from the fold's training patients' normal slices
+    flair = next(int(k) for k, v in dataset.meta["channel_names"].items() if v.upper() == "FLAIR")
+    parts = []
+    for fold in args.folds:
+        split = fold_split(BRATS["id"], fold)
+        out = work / "predictions" / "brats" / "flair_threshold" / f"fold_{fold}"
+        intensity_baseline_predictions([by_id[c] for c in split["val"]], [by_id[c] for c in split["train"]], flair,
+                                       out, normal_reference=dataset.normal_reference)
+        parts.append(out)
+    merged = merge_predictions(parts, work / "predictions" / "brats" / "flair_threshold" / "cross_validation")
+    rows["FLAIR threshold (label-free)"] = pixel_row(evaluate_folders(reference, merged))
+    oracle = dict(rows["FLAIR threshold (label-free)"])
+    oracle.update(dice=(oracle["best_possible_dice"], None), dice_without_postprocessing=(None, None))
+    rows["FLAIR threshold (oracle)"] = oracle
+    return rows
+
+
+def kermany(args, work: Path) -> dict:
+    from autouad.cli.predict import main as predict_main
+    from autouad.evaluation.baselines import knn_baseline_predictions
+    from autouad.evaluation.evaluator import evaluate_folders
+
+    raw = convert(KERMANY, work)
+    labels = raw / "dataset.json"
+    rows = {}
+    for method in args.methods:
+        start = time.perf_counter()
+        try:
+            seconds = train_folds(KERMANY["id"], method, args.schedule, args.folds, 2)
+            out = work / "predictions" / "kermany" / method
+            run_cli(predict_main, ["-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(KERMANY["id"]), "-m",
+                                   method, "-f", *[str(f) for f in args.folds]], f"predicting {method}")
+            rows[method] = dict(evaluate_folders(labels, out)["image"], training_seconds=sum(seconds.values()),
+                                wall_seconds=time.perf_counter() - start)
+        except Exception as e:  # one method's failure is reported in its row, the others still run
+            rows[method] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+            print(f"kermany {method}: {rows[method]['error']}", file=sys.stderr)
+    out = work / "predictions" / "kermany" / "pixel_knn"
+    knn_baseline_predictions(raw, raw / "imagesTs", out)
+    rows["pixel kNN"] = evaluate_folders(labels, out)["image"]
+    return rows
+
+
+def fmt(value, std=None, digits=3) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Schedule `{result['schedule']}`, folds {result['folds']}; {result['machine']}", ""]
+    if result.get("brats"):
+        lines += ["BraTS-6, patient-wise 2-fold cross-validation (each fold's model predicts its held-out patients):", "",
+                  "| method | Dice | Dice (no post-processing) | pixel AUROC | pooled AUROC | AP | best-possible Dice | training |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in result["brats"].items():
+            if "error" in r:
+                lines.append(f"| {name} | error: {r['error'][:120]} |")
+                continue
+            train = f"{r['training_seconds'] / 60:.1f} min" if "training_seconds" in r else "none"
+            lines.append(f"| {name} | {fmt(*r['dice'])} | {fmt(*r['dice_without_postprocessing'])} | {fmt(*r['auroc'])} "
+                         f"| {fmt(r['pooled_auroc'])} | {fmt(*r['average_precision'])} | {fmt(r['best_possible_dice'])} "
+                         f"| {train} |")
+        lines.append("")
+    if result.get("kermany"):
+        lines += ["Kermany chest X-rays, the 624 test images:", "",
+                  "| method | AUROC | AP | precision | recall | specificity | F1 | training |", "|---|---|---|---|---|---|---|---|"]
+        for name, r in result["kermany"].items():
+            if "error" in r:
+                lines.append(f"| {name} | error: {r['error'][:120]} |")
+                continue
+            train = f"{r['training_seconds'] / 60:.1f} min" if "training_seconds" in r else "none"
+            lines.append(f"| {name} | {fmt(r.get('auroc'))} | {fmt(r.get('average_precision'))} | {fmt(r.get('precision'))} "
+                         f"| {fmt(r.get('recall'))} | {fmt(r.get('specificity'))} | {fmt(r.get('f1'))} | {train} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--schedule", default="fast", choices=["smoke", "fast", "paper"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--folds", nargs="+", type=int, default=[0, 1], choices=[0, 1])
+    parser.add_argument("--datasets", nargs="+", default=["brats", "kermany"], choices=["brats", "kermany"])
+    parser.add_argument("--work", type=Path, default=None, help="working folder (default ./autouad_quality_<schedule>)")
+    args = parser.parse_args(argv)
+    work = (args.work or Path(f"autouad_quality_{args.schedule}")).resolve()
+    for kind in ("raw", "preprocessed", "results"):
+        (work / kind).mkdir(parents=True, exist_ok=True)
+        os.environ[f"AUTOUAD_{kind}"] = str(work / kind)
+    import platform
+
+    import torch
+    result = {"schedule": args.schedule, "folds": args.folds, "methods": args.methods,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+                         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU only")}
+    start = time.perf_counter()
+    for name, spec, run in (("brats", BRATS, brats), ("kermany", KERMANY, kermany)):
+        if name not in args.datasets:
+            continue
+        if not spec["source"].is_dir():
+            print(f"skipping {name}: {spec['source']} not found", file=sys.stderr)
+            continue
+        result[name] = run(args, work)
+    result["seconds"] = time.perf_counter() - start
+    (work / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (work / "quality.md").write_text(table + "\n")
+    print(table)
+    print(f"\n{result['seconds'] / 60:.1f} min; written to {work / 'quality.json'} and {work / 'quality.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
