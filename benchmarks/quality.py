@@ -57,15 +57,16 @@ def convert(spec: dict, work: Path) -> Path:
     return dataset_folder(raw, spec["id"])
 
 
-def train_folds(dataset_id: int, method: str, schedule: str, folds: list[int], num_folds: int) -> dict:
-    """Plan, preprocess and train; returns {fold: training seconds} (from each fold's log)."""
+def train_folds(dataset_id: int, method: str, schedule: str, folds: list[int], num_folds: int | None) -> dict:
+    """Plan, preprocess and train; returns {fold: training seconds} (from each fold's log).
+    ``num_folds`` None: the planner's choice."""
     from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
     from autouad.cli.train import main as train_main
     from autouad.paths import find_dataset_name, results_root
     from autouad.utils.files import load_json
 
-    run_cli(main_plan_and_preprocess, ["-d", str(dataset_id), "-m", method, "--schedule", schedule,
-                                       "--folds", str(num_folds), "--np", "1"], f"planning {method}")
+    run_cli(main_plan_and_preprocess, ["-d", str(dataset_id), "-m", method, "--schedule", schedule, "--np", "1"]
+            + (["--folds", str(num_folds)] if num_folds else []), f"planning {method}")
     model = results_root() / find_dataset_name(dataset_id) / f"{method}__autouadPlans_{method}"
     seconds = {}
     for fold in folds:
@@ -188,7 +189,9 @@ def kermany(args, work: Path) -> dict:
     for method in args.methods:
         start = time.perf_counter()
         try:
-            seconds = train_folds(KERMANY["id"], method, args.schedule, args.folds, 2)
+            # the planner's folds (five for Kermany's 2975 patients): two would hold out half the
+            # training images, whose validation maps every fold computes
+            seconds = train_folds(KERMANY["id"], method, args.schedule, args.folds, None)
             out = work / "predictions" / "kermany" / method
             run_cli(predict_main, ["-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(KERMANY["id"]), "-m",
                                    method, "-f", *[str(f) for f in args.folds]], f"predicting {method}")
