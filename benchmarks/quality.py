@@ -79,6 +79,13 @@ def train_folds(dataset_id: int, method: str, schedule: str, folds: list[int], n
     return seconds
 
 
+def failed(dataset: str, method: str, error: Exception) -> dict:
+    """A method's row when it failed: the others still run, and the table says why."""
+    row = {"error": f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"}
+    print(f"{dataset} {method}: {row['error']}", file=sys.stderr)
+    return row
+
+
 def fold_split(dataset_id: int, fold: int) -> dict:
     from autouad.paths import preprocessed_root
     from autouad.utils.files import load_json
@@ -158,9 +165,8 @@ def brats(args, work: Path) -> dict:
     for method in args.methods:
         try:
             rows[method] = brats_method(args, work, raw, reference, method)
-        except Exception as e:  # one method's failure is reported in its row, the others still run
-            rows[method] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
-            print(f"brats {method}: {rows[method]['error']}", file=sys.stderr)
+        except Exception as e:
+            rows[method] = failed("brats", method, e)
     # FLAIR thresholding: per fold, the cut from the fold's training patients' normal slices
     flair = next(int(k) for k, v in dataset.meta["channel_names"].items() if v.upper() == "FLAIR")
     parts = []
@@ -197,9 +203,8 @@ def kermany(args, work: Path) -> dict:
                                    method, "-f", *[str(f) for f in args.folds]], f"predicting {method}")
             rows[method] = dict(evaluate_folders(labels, out)["image"], training_seconds=sum(seconds.values()),
                                 wall_seconds=time.perf_counter() - start)
-        except Exception as e:  # one method's failure is reported in its row, the others still run
-            rows[method] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
-            print(f"kermany {method}: {rows[method]['error']}", file=sys.stderr)
+        except Exception as e:
+            rows[method] = failed("kermany", method, e)
     out = work / "predictions" / "kermany" / "pixel_knn"
     knn_baseline_predictions(raw, raw / "imagesTs", out)
     rows["pixel kNN"] = evaluate_folders(labels, out)["image"]
@@ -212,32 +217,33 @@ def fmt(value, std=None, digits=3) -> str:
     return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
+def table(title: str, columns: list[str], rows: dict, cells) -> list[str]:
+    """A Markdown table: a row per method (``cells(row)`` gives its figures), then the training time."""
+    lines = [title, "", "| method | " + " | ".join(columns) + " | training |",
+             "|---" * (len(columns) + 2) + "|"]
+    for name, r in rows.items():
+        if "error" in r:
+            lines.append(f"| {name} | error: {r['error'][:120]} |")
+            continue
+        train = f"{r['training_seconds'] / 60:.1f} min" if "training_seconds" in r else "none"
+        lines.append(f"| {name} | " + " | ".join(cells(r)) + f" | {train} |")
+    return lines + [""]
+
+
 def markdown(result: dict) -> str:
     lines = [f"Schedule `{result['schedule']}`, folds {result['folds']}; {result['machine']}", ""]
     if result.get("brats"):
-        lines += ["BraTS-6, patient-wise 2-fold cross-validation (each fold's model predicts its held-out patients):", "",
-                  "| method | Dice | Dice (no post-processing) | pixel AUROC | pooled AUROC | AP | best-possible Dice | training |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for name, r in result["brats"].items():
-            if "error" in r:
-                lines.append(f"| {name} | error: {r['error'][:120]} |")
-                continue
-            train = f"{r['training_seconds'] / 60:.1f} min" if "training_seconds" in r else "none"
-            lines.append(f"| {name} | {fmt(*r['dice'])} | {fmt(*r['dice_without_postprocessing'])} | {fmt(*r['auroc'])} "
-                         f"| {fmt(r['pooled_auroc'])} | {fmt(*r['average_precision'])} | {fmt(r['best_possible_dice'])} "
-                         f"| {train} |")
-        lines.append("")
+        lines += table("BraTS-6, patient-wise 2-fold cross-validation (each fold's model predicts its held-out patients):",
+                       ["Dice", "Dice (no post-processing)", "pixel AUROC", "pooled AUROC", "AP", "best-possible Dice"],
+                       result["brats"],
+                       lambda r: [fmt(*r["dice"]), fmt(*r["dice_without_postprocessing"]), fmt(*r["auroc"]),
+                                  fmt(r["pooled_auroc"]), fmt(*r["average_precision"]), fmt(r["best_possible_dice"])])
     if result.get("kermany"):
-        lines += ["Kermany chest X-rays, the 624 test images:", "",
-                  "| method | AUROC | AP | precision | recall | specificity | F1 | training |", "|---|---|---|---|---|---|---|---|"]
-        for name, r in result["kermany"].items():
-            if "error" in r:
-                lines.append(f"| {name} | error: {r['error'][:120]} |")
-                continue
-            train = f"{r['training_seconds'] / 60:.1f} min" if "training_seconds" in r else "none"
-            lines.append(f"| {name} | {fmt(r.get('auroc'))} | {fmt(r.get('average_precision'))} | {fmt(r.get('precision'))} "
-                         f"| {fmt(r.get('recall'))} | {fmt(r.get('specificity'))} | {fmt(r.get('f1'))} | {train} |")
-    return "\n".join(lines)
+        lines += table("Kermany chest X-rays, the 624 test images:",
+                       ["AUROC", "AP", "precision", "recall", "specificity", "F1"], result["kermany"],
+                       lambda r: [fmt(r.get(k)) for k in ("auroc", "average_precision", "precision", "recall",
+                                                          "specificity", "f1")])
+    return "\n".join(lines).rstrip("\n")
 
 
 def main(argv=None) -> int:

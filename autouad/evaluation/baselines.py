@@ -18,7 +18,7 @@ from autouad.dataset.raw_dataset import load_raw_dataset
 from autouad.inference.inputs import find_input_cases
 from autouad.inference.outputs import PREDICTIONS_FILE, SCORES_FILE, write_scores
 from autouad.utils.files import save_json
-from autouad.utils.images import read_image
+from autouad.utils.images import file_ending, read_image
 
 
 def shrink(image: np.ndarray, size: int = 32) -> np.ndarray:
@@ -171,9 +171,7 @@ def intensity_baseline_predictions(cases: list, reference_cases: list, channel: 
     done = {}
     for case in tqdm(cases, desc="intensity baseline: cases", unit="case"):
         loaded, values, region = loaded_map(case)
-        ending = "".join(case.images[channel].suffixes[-2:]) if case.images[channel].name.endswith(".nii.gz") \
-            else case.images[channel].suffix
-        name = f"{case.case_id}{ending}"
+        name = f"{case.case_id}{file_ending(case.images[channel])}"
         back = loaded.orientation.from_canonical
         write_image(np.ascontiguousarray(back((values >= threshold) & region).astype(np.uint8)), loaded.geometry,
                     output_folder / name)
