@@ -174,7 +174,8 @@ def brats(args, work: Path) -> dict:
         split = fold_split(BRATS["id"], fold)
         out = work / "predictions" / "brats" / "flair_threshold" / f"fold_{fold}"
         intensity_baseline_predictions([by_id[c] for c in split["val"]], [by_id[c] for c in split["train"]], flair,
-                                       out, normal_reference=dataset.normal_reference)
+                                       out, normal_reference=dataset.normal_reference,
+                                       modality=dataset.meta["modality"])
         parts.append(out)
     merged = merge_predictions(parts, work / "predictions" / "brats" / "flair_threshold" / "cross_validation")
     rows["FLAIR threshold (label-free)"] = pixel_row(evaluate_folders(reference, merged))

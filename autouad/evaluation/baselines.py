@@ -127,10 +127,11 @@ def standardised_in_region(image: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 def intensity_baseline_predictions(cases: list, reference_cases: list, channel: int, output_folder: Path,
                                    normal_reference: str = "cases", side: str = "above",
-                                   percentile: float = 99.0) -> dict:
+                                   percentile: float = 99.0, modality: str = "MRI") -> dict:
     """The intensity-threshold baseline (FLAIR thresholding for brain MRI) as a prediction folder.
 
-    Each volume's ``channel`` is standardised inside its ROI (foreground where it has none); the map is
+    Each volume's ``channel`` is standardised inside its ROI (the ``modality``'s foreground where it
+    has none, as the preprocessing defines it); the map is
     that value (negated for dark anomalies, ``side="below"``), so higher is more anomalous. The
     label-free threshold is the ``percentile`` of the map over the normal reference slices of
     ``reference_cases`` (the same slices a method trains on, by the dataset's ``normal_reference``
@@ -151,7 +152,7 @@ def intensity_baseline_predictions(cases: list, reference_cases: list, channel: 
         loaded = load_case(case)
         if isinstance(loaded, list):
             raise ValueError("; ".join(loaded))
-        region = loaded.roi if loaded.roi is not None else foreground_mask(loaded.data, None, "MRI")[0]
+        region = loaded.roi if loaded.roi is not None else foreground_mask(loaded.data, None, modality)[0]
         return loaded, sign * standardised_in_region(loaded.data[channel], region), region
 
     reference_values = []
