@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO))
 
 SHARED = REPO.parent / "shared" / "data"
 METHODS = ("ascnet", "caae", "aae", "vae", "healthygan", "twophase", "draem")
+FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN = "FLAIR threshold (label-free)", "FLAIR threshold (oracle)", "pixel kNN"
+ROW_ORDER = (FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN) + METHODS
 BRATS = {"id": 1, "source": SHARED / "brats2015_deepmedic6", "format": "brats-deepmedic"}
 KERMANY = {"id": 2, "source": SHARED / "chestxray_kermany", "format": "chestxray-folders"}
 
@@ -57,16 +59,32 @@ def convert(spec: dict, work: Path) -> Path:
     return dataset_folder(raw, spec["id"])
 
 
+def plan_and_preprocess(dataset_id: int, method: str, schedule: str, num_folds: int | None,
+                        preprocess: bool = True) -> None:
+    """The method's plans (and the dataset's patient-wise splits) and preprocessed data. The
+    dataset's fingerprint is extracted (and its files checked) once; later methods plan from it."""
+    from autouad.cli.plan_and_preprocess import FINGERPRINT_FILE, main_plan, main_plan_and_preprocess, main_preprocess
+    from autouad.paths import find_dataset_name, preprocessed_root
+
+    options = ["-d", str(dataset_id), "-m", method, "--np", "2"]
+    planning = options + ["--schedule", schedule] + (["--folds", str(num_folds)] if num_folds else [])
+    if (preprocessed_root() / find_dataset_name(dataset_id) / FINGERPRINT_FILE).is_file():
+        run_cli(main_plan, planning, f"planning {method}")
+        if preprocess:
+            run_cli(main_preprocess, options, f"preprocessing {method}")
+    else:
+        run_cli(main_plan_and_preprocess, planning + ([] if preprocess else ["--no-preprocess"]),
+                f"planning {method}")
+
+
 def train_folds(dataset_id: int, method: str, schedule: str, folds: list[int], num_folds: int | None) -> dict:
     """Plan, preprocess and train; returns {fold: training seconds} (from each fold's log).
     ``num_folds`` None: the planner's choice."""
-    from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
     from autouad.cli.train import main as train_main
     from autouad.paths import find_dataset_name, results_root
     from autouad.utils.files import load_json
 
-    run_cli(main_plan_and_preprocess, ["-d", str(dataset_id), "-m", method, "--schedule", schedule, "--np", "1"]
-            + (["--folds", str(num_folds)] if num_folds else []), f"planning {method}")
+    plan_and_preprocess(dataset_id, method, schedule, num_folds)
     model = results_root() / find_dataset_name(dataset_id) / f"{method}__autouadPlans_{method}"
     seconds = {}
     for fold in folds:
@@ -152,7 +170,7 @@ def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> d
                 wall_seconds=time.perf_counter() - start)
 
 
-def brats(args, work: Path) -> dict:
+def brats(args, work: Path, results: "Results") -> None:
     from autouad.dataset.raw_dataset import load_raw_dataset
     from autouad.evaluation.baselines import intensity_baseline_predictions
     from autouad.evaluation.evaluator import evaluate_folders
@@ -161,13 +179,10 @@ def brats(args, work: Path) -> dict:
     dataset = load_raw_dataset(raw)
     by_id = {c.case_id: c for c in dataset.training_cases()}
     reference = raw / "masksTr"
-    rows = {}
-    for method in args.methods:
-        try:
-            rows[method] = brats_method(args, work, raw, reference, method)
-        except Exception as e:
-            rows[method] = failed("brats", method, e)
-    # FLAIR thresholding: per fold, the cut from the fold's training patients' normal slices
+    # FLAIR thresholding first (a minute): the bar is in the table before the first method trains.
+    # The folds are the methods' (the planner's patient-wise 2-fold split of BraTS-6); per fold, the
+    # cut comes from the fold's training patients' normal slices.
+    plan_and_preprocess(BRATS["id"], args.methods[0], args.schedule, 2, preprocess=False)
     flair = next(int(k) for k, v in dataset.meta["channel_names"].items() if v.upper() == "FLAIR")
     parts = []
     for fold in args.folds:
@@ -178,21 +193,27 @@ def brats(args, work: Path) -> dict:
                                        modality=dataset.meta["modality"])
         parts.append(out)
     merged = merge_predictions(parts, work / "predictions" / "brats" / "flair_threshold" / "cross_validation")
-    rows["FLAIR threshold (label-free)"] = pixel_row(evaluate_folders(reference, merged))
-    oracle = dict(rows["FLAIR threshold (label-free)"])
-    oracle.update(dice=(oracle["best_possible_dice"], None), dice_without_postprocessing=(None, None))
-    rows["FLAIR threshold (oracle)"] = oracle
-    return rows
+    label_free = pixel_row(evaluate_folders(reference, merged))
+    results.record("brats", FLAIR_LABEL_FREE, label_free)
+    results.record("brats", FLAIR_ORACLE, dict(label_free, dice=(label_free["best_possible_dice"], None),
+                                              dice_without_postprocessing=(None, None)))
+    for method in args.methods:
+        try:
+            results.record("brats", method, brats_method(args, work, raw, reference, method))
+        except Exception as e:
+            results.record("brats", method, failed("brats", method, e))
 
 
-def kermany(args, work: Path) -> dict:
+def kermany(args, work: Path, results: "Results") -> None:
     from autouad.cli.predict import main as predict_main
     from autouad.evaluation.baselines import knn_baseline_predictions
     from autouad.evaluation.evaluator import evaluate_folders
 
     raw = convert(KERMANY, work)
     labels = raw / "dataset.json"
-    rows = {}
+    out = work / "predictions" / "kermany" / "pixel_knn"
+    knn_baseline_predictions(raw, raw / "imagesTs", out)
+    results.record("kermany", PIXEL_KNN, evaluate_folders(labels, out)["image"])
     for method in args.methods:
         start = time.perf_counter()
         try:
@@ -202,20 +223,48 @@ def kermany(args, work: Path) -> dict:
             out = work / "predictions" / "kermany" / method
             run_cli(predict_main, ["-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(KERMANY["id"]), "-m",
                                    method, "-f", *[str(f) for f in args.folds]], f"predicting {method}")
-            rows[method] = dict(evaluate_folders(labels, out)["image"], training_seconds=sum(seconds.values()),
-                                wall_seconds=time.perf_counter() - start)
+            results.record("kermany", method, dict(evaluate_folders(labels, out)["image"],
+                                                   training_seconds=sum(seconds.values()),
+                                                   wall_seconds=time.perf_counter() - start))
         except Exception as e:
-            rows[method] = failed("kermany", method, e)
-    out = work / "predictions" / "kermany" / "pixel_knn"
-    knn_baseline_predictions(raw, raw / "imagesTs", out)
-    rows["pixel kNN"] = evaluate_folders(labels, out)["image"]
-    return rows
+            results.record("kermany", method, failed("kermany", method, e))
 
 
 def fmt(value, std=None, digits=3) -> str:
     if value is None:
         return "n/a"
     return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+class Results:
+    """quality.json and quality.md: the rows of every run with the same schedule and folds, so that
+    a benchmark of many hours can be run a few methods at a time (``--methods``), on several days or
+    machines; each row is written the moment it is measured and says where and when."""
+
+    def __init__(self, path: Path, schedule: str, folds: list[int], machine: str):
+        self.path, self.machine = path, machine
+        self.data = {"schedule": schedule, "folds": folds, "brats": {}, "kermany": {}}
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if (old.get("schedule"), old.get("folds")) != (schedule, folds):
+                raise SystemExit(f"{path}: holds the {old.get('schedule')} schedule's results for folds "
+                                 f"{old.get('folds')}, not {schedule} {folds}; choose another --results")
+            for dataset in ("brats", "kermany"):
+                self.data[dataset].update(old.get(dataset) or {})
+
+    def record(self, dataset: str, name: str, row: dict) -> None:
+        self.data[dataset][name] = dict(row, machine=self.machine, measured=time.strftime("%Y-%m-%d %H:%M"))
+        self.save()
+
+    def save(self) -> None:
+        from autouad.utils.files import atomic_output
+        for dataset in ("brats", "kermany"):
+            rows = self.data[dataset]
+            self.data[dataset] = {k: rows[k] for k in sorted(rows, key=lambda k: ROW_ORDER.index(k))}
+        for path, text in ((self.path, json.dumps(self.data, indent=2) + "\n"),
+                           (self.path.with_suffix(".md"), markdown(self.data) + "\n")):
+            with atomic_output(path) as tmp:
+                tmp.write_text(text)
 
 
 def table(title: str, columns: list[str], rows: dict, cells) -> list[str]:
@@ -232,7 +281,9 @@ def table(title: str, columns: list[str], rows: dict, cells) -> list[str]:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Schedule `{result['schedule']}`, folds {result['folds']}; {result['machine']}", ""]
+    machines = sorted({r["machine"] for d in ("brats", "kermany") for r in (result.get(d) or {}).values()
+                       if "machine" in r})
+    lines = [f"Schedule `{result['schedule']}`, folds {result['folds']}; measured on {'; '.join(machines)}", ""]
     if result.get("brats"):
         lines += table("BraTS-6, patient-wise 2-fold cross-validation (each fold's model predicts its held-out patients):",
                        ["Dice", "Dice (no post-processing)", "pixel AUROC", "pooled AUROC", "AP", "best-possible Dice"],
@@ -254,6 +305,9 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 1], choices=[0, 1])
     parser.add_argument("--datasets", nargs="+", default=["brats", "kermany"], choices=["brats", "kermany"])
     parser.add_argument("--work", type=Path, default=None, help="working folder (default ./autouad_quality_<schedule>)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="results JSON to add this run's rows to (default <work>/quality.json; "
+                             "the Markdown table is written beside it)")
     args = parser.parse_args(argv)
     work = (args.work or Path(f"autouad_quality_{args.schedule}")).resolve()
     for kind in ("raw", "preprocessed", "results"):
@@ -262,9 +316,10 @@ def main(argv=None) -> int:
     import platform
 
     import torch
-    result = {"schedule": args.schedule, "folds": args.folds, "methods": args.methods,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-                         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU only")}
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+               f"torch {torch.__version__}"
+               + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU only"))
+    results = Results((args.results or work / "quality.json").resolve(), args.schedule, args.folds, machine)
     start = time.perf_counter()
     for name, spec, run in (("brats", BRATS, brats), ("kermany", KERMANY, kermany)):
         if name not in args.datasets:
@@ -272,13 +327,11 @@ def main(argv=None) -> int:
         if not spec["source"].is_dir():
             print(f"skipping {name}: {spec['source']} not found", file=sys.stderr)
             continue
-        result[name] = run(args, work)
-    result["seconds"] = time.perf_counter() - start
-    (work / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (work / "quality.md").write_text(table + "\n")
-    print(table)
-    print(f"\n{result['seconds'] / 60:.1f} min; written to {work / 'quality.json'} and {work / 'quality.md'}")
+        run(args, work, results)
+    results.save()
+    print(markdown(results.data))
+    print(f"\n{(time.perf_counter() - start) / 60:.1f} min; written to {results.path} and "
+          f"{results.path.with_suffix('.md')}")
     return 0
 
 
