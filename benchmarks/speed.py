@@ -122,7 +122,7 @@ def measure_method(method: str, workspace: Path, device: torch.device, train_ste
     from autouad.utils.files import load_json
 
     preprocessed = next((workspace / "preprocessed").glob(f"Dataset{DATASET_ID}_*"))
-    plans, _ = find_plans(preprocessed, method)
+    plans, plans_path = find_plans(preprocessed, method)
     meta = load_json(preprocessed / "dataset.json")
     trainer = trainer_class(method)(plans, 0, preprocessed, workspace / "results" / method / "fold_0", device=device)
     trainer.initialize()
@@ -137,7 +137,10 @@ def measure_method(method: str, workspace: Path, device: torch.device, train_ste
         network.train()
     trainer.seed_iteration(0)
     out["train_flops_per_step"] = count_flops(lambda: trainer.train_iteration(phase, 0))
+    data_before, start = trainer.data_loading_seconds(), time.perf_counter()
     seconds = best_seconds(lambda: trainer.train_iteration(phase, 1), repeats=train_steps, warmup=0)
+    # the share of the timed steps' wall time spent making batches, during which the model waits
+    out["train_data_fraction"] = (trainer.data_loading_seconds() - data_before) / (time.perf_counter() - start)
     out.update(train_phase=phase.name, train_steps_per_s=1.0 / seconds)
 
     # inference: predict_slices on random slices with every channel of the dataset
@@ -163,8 +166,36 @@ def measure_method(method: str, workspace: Path, device: torch.device, train_ste
     for case in cases:
         preprocessor.run(case)
     out["preprocessing_s_per_volume"] = (time.perf_counter() - start) / len(cases)
+    out.update(predict_folder(trainer, plans_path, workspace, device))
     out["peak_memory_bytes"] = peak_memory_bytes(device)
     return out
+
+
+def predict_folder(trainer, plans_path: Path, workspace: Path, device: torch.device) -> dict:
+    """autouad_predict's whole path on the demo's volumes (read, preprocess on the background thread,
+    forward passes, threshold, post-process, restore, write): volumes per second and the share of the
+    wall time the model computed. The weights are the freshly initialised ones, saved as a fold with
+    a stand-in threshold: speed does not depend on what the network learned."""
+    from autouad.cli.train import save_plans_copy
+    from autouad.inference.predictor import AnomalyPredictor
+    from autouad.training.base_trainer import CHECKPOINT_FINAL
+    from autouad.training.checkpoint import save_checkpoint
+    from autouad.utils.files import save_json
+
+    model = workspace / "results" / f"{trainer.method}_speed"
+    fold = model / "fold_0"
+    fold.mkdir(parents=True, exist_ok=True)
+    save_checkpoint({"networks": {k: v.state_dict() for k, v in trainer.networks.items()}}, fold / CHECKPOINT_FINAL)
+    save_json({"strategy": "speed benchmark stand-in", "value": 0.5, "anomalous_side": "above"},
+              fold / "threshold.json")
+    save_plans_copy(plans_path, model)
+    raw = next((workspace / "raw").glob(f"Dataset{DATASET_ID}_*"))
+    predictor = AnomalyPredictor(model, device=str(device))
+    record = predictor.predict_folder(raw / "imagesTr", workspace / "predictions" / trainer.method,
+                                      raw / "roisTr" if (raw / "roisTr").is_dir() else None)
+    return {"predict_volumes_per_s": record["num_predicted"] / record["seconds"],
+            "predict_model_busy_fraction": record["model_seconds"] / record["seconds"],
+            "predict_waiting_for_data_s": record["waiting_for_data_seconds"]}
 
 
 # ---- the run ------------------------------------------------------------------------------------------
@@ -200,8 +231,9 @@ def markdown_table(result: dict) -> str:
              f"{limit / 1e9:.1f} GFLOP/s, matrix product {result['limit']['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s",
              "",
              "| method | slice | batch | inference slices/s | GFLOP/slice | inference GFLOP/s (of limit) "
-             "| training steps/s | training GFLOP/s (of limit) | preprocessing s/volume | peak memory |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| training steps/s | training GFLOP/s (of limit) | training time making batches "
+             "| preprocessing s/volume | autouad_predict volumes/s (model busy) | peak memory |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["methods"]:
         if "error" in r:
             lines.append(f"| {r['method']} | error: {r['error']} |")
@@ -212,7 +244,9 @@ def markdown_table(result: dict) -> str:
             f"| {r['method']} | {r['slice_size'][0]}x{r['slice_size'][1]} | {r['batch_size']} "
             f"| {r['inference_slices_per_s']:.1f} | {r['inference_flops_per_slice'] / 1e9:.3f} "
             f"| {inf / 1e9:.1f} ({inf / limit:.0%}) | {r['train_steps_per_s']:.3f} "
-            f"| {train / 1e9:.1f} ({train / limit:.0%}) | {r['preprocessing_s_per_volume']:.2f} "
+            f"| {train / 1e9:.1f} ({train / limit:.0%}) | {r['train_data_fraction']:.1%} "
+            f"| {r['preprocessing_s_per_volume']:.2f} "
+            f"| {r['predict_volumes_per_s']:.2f} ({r['predict_model_busy_fraction']:.0%}) "
             f"| {r['peak_memory_bytes'] / 2 ** 30:.2f} GiB |")
     return "\n".join(lines)
 

@@ -115,6 +115,35 @@ def test_folds_are_averaged_and_their_thresholds_too(env, tmp_path):
     np.testing.assert_allclose(both.predict_maps(slices), single.predict_maps(slices), atol=1e-6)
 
 
+def test_chunks_prepared_in_the_background_give_the_same_outputs(env, tmp_path):
+    """Cases are read on a background thread, a group ahead of the forward passes: groups of one
+    slice and one group of everything must give the same maps, in the same order, with the time
+    split between computing and waiting recorded."""
+    raw = raw_folder(env)
+    predictor = AnomalyPredictor(model_folder(env), [0], "cpu")
+    whole = predictor.predict_folder(raw / "imagesTr", tmp_path / "whole", save_maps=True, chunk_slices=10 ** 6)
+    small = predictor.predict_folder(raw / "imagesTr", tmp_path / "small", save_maps=True, chunk_slices=1)
+    assert list(small["cases"]) == list(whole["cases"]) == sorted(whole["cases"]) and len(whole["cases"]) > 1
+    for case in whole["cases"]:
+        a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / run / "maps" / f"{case}.nii.gz")))
+                for run in ("whole", "small"))
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for record in (whole, small):
+        assert 0 < record["model_seconds"] <= record["seconds"] and record["waiting_for_data_seconds"] >= 0
+
+
+def test_bf16_inference_stays_close_to_fp32(env):
+    """--precision bf16 (the GPU default) autocasts the forward passes; the CPU default stays fp32,
+    equal to the saved validation maps (test above)."""
+    fp32 = AnomalyPredictor(model_folder(env), [0], "cpu")
+    bf16 = AnomalyPredictor(model_folder(env), [0], "cpu", precision="bf16")
+    assert fp32.models[0].trainer.inference_precision == "auto"
+    slices = np.random.default_rng(1).random((4, 2) + tuple(fp32.plans["preprocessing"]["slice_size"]), dtype=np.float32)
+    exact, rounded = fp32.predict_maps(slices), bf16.predict_maps(slices)
+    assert rounded.dtype == np.float32 and not np.array_equal(exact, rounded)
+    np.testing.assert_allclose(rounded, exact, atol=0.03)
+
+
 def test_output_inside_the_input_folder_is_refused(env, capsys):
     inputs = raw_folder(env) / "imagesTs"
     before = sorted(p.name for p in inputs.iterdir())

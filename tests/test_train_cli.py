@@ -36,6 +36,7 @@ def test_train_writes_checkpoints_log_plot_and_validation_maps(env):
     assert (env / "plans.json").is_file() and (env / "dataset.json").is_file()
     log = json.loads((fold / "training_log.json").read_text())
     assert log["finished"] and log["schedule"]["max_iterations_per_step"] == 1
+    assert 0 < log["data_loading_seconds"] < max(e["seconds"] for e in log["entries"])
     maps = json.loads((fold / "validation" / "maps.json").read_text())
     assert maps["cases"] == log["validation_cases"] and maps["map"] == "I_ro"
     for case in maps["cases"]:

@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default=CHECKPOINT_FINAL, help="checkpoint file of each fold")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="auto: bf16 autocast on a GPU, fp32 on the CPU (default)")
     args = parser.parse_args(argv)
     try:
         check_folders(args.input, args.output, args.rois)
@@ -75,7 +77,8 @@ def main(argv=None) -> int:
         else:
             raise PredictionError("say which model predicts: -d DATASET (with -m / -p) or --model-folder")
         predictor = AnomalyPredictor(model_folder, args.folds, args.device, args.checkpoint,
-                                     postprocess=not args.no_postprocess, batch_size=args.batch_size)
+                                     postprocess=not args.no_postprocess, batch_size=args.batch_size,
+                                     precision=args.precision)
         roi_name = predictor.dataset_meta.get("roi_name")
         if roi_name and args.rois is None:
             print(f"warning: the model was trained inside {roi_name} masks; without --rois the "
@@ -87,7 +90,9 @@ def main(argv=None) -> int:
     except (PredictionError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"predicted {record['num_predicted']} case(s) in {record['seconds']:.1f} s into {args.output}"
+    busy = record["model_seconds"] / record["seconds"] if record["seconds"] else 0.0
+    print(f"predicted {record['num_predicted']} case(s) in {record['seconds']:.1f} s into {args.output} "
+          f"(the model computed {busy:.0%} of the time, waited {record['waiting_for_data_seconds']:.1f} s for data)"
           + (f"; {record['num_failed']} skipped (see {args.output / PREDICTIONS_FILE})" if record["num_failed"] else ""))
     return 1 if record["num_failed"] else 0
 

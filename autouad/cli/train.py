@@ -114,7 +114,9 @@ def train_fold(args, dataset: str, plans: dict, plans_path: Path, fold: int, dev
         trainer.run_training()
     if rank == 0:
         folder = trainer.export_validation()
-        print(f"fold {fold}: trained in {trainer.elapsed():.0f} s; outputs in {output}; validation maps in {folder}")
+        data = trainer.data_loading_seconds()
+        print(f"fold {fold}: trained in {trainer.elapsed():.0f} s ({data:.1f} s of it making batches); "
+              f"outputs in {output}; validation maps in {folder}")
         calibrate_and_score(trainer, plans, plans_path.parent, output)
     return output
 

@@ -14,7 +14,9 @@ The output folder's layout is in autouad.inference.outputs. Masks of 2D images a
 """
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +114,8 @@ class AnomalyPredictor:
     """The trained folds of one model folder (``$AUTOUAD_results/<dataset>/<method>__<plans>``)."""
 
     def __init__(self, model_folder: Path, folds: list[int] | None = None, device: str = "cpu",
-                 checkpoint: str = CHECKPOINT_FINAL, postprocess: bool = True, batch_size: int | None = None):
+                 checkpoint: str = CHECKPOINT_FINAL, postprocess: bool = True, batch_size: int | None = None,
+                 precision: str = "auto"):
         self.model_folder = Path(model_folder)
         for name in ("plans.json", "dataset.json"):
             if not (self.model_folder / name).is_file():
@@ -126,6 +129,10 @@ class AnomalyPredictor:
         if not self.folds:
             raise PredictionError(f"{self.model_folder}: no fold has {CHECKPOINT_FINAL} yet")
         self.models = [load_fold_model(self.model_folder, self.plans, f, self.device, checkpoint) for f in self.folds]
+        for model in self.models:
+            model.trainer.inference_precision = precision
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every batch has the plan's slice size: pick the fastest kernels once
         sides = {m.threshold["anomalous_side"] for m in self.models}
         if len(sides) > 1:
             raise PredictionError(f"{self.model_folder}: the folds disagree on the anomalous side ({sorted(sides)})")
@@ -202,6 +209,51 @@ class AnomalyPredictor:
         return record
 
     # ---- a folder ----------------------------------------------------------------------------------
+    def prepared_chunks(self, cases: list[InputCase], chunk_slices: int, failed: dict):
+        """Groups of prepared cases of about ``chunk_slices`` slices, in input order, made on a
+        background thread one group ahead: reading and preprocessing the next cases overlaps the
+        forward passes of the current ones, so the model does not wait for files. A case that cannot
+        be prepared lands in ``failed`` (and the others go on)."""
+        chunks: queue.Queue = queue.Queue(maxsize=1)  # one group waiting while another is predicted
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            group: list = []
+            try:
+                for case in cases:
+                    if stop.is_set():
+                        return
+                    try:
+                        group.append(self.prepare(case))
+                    except Exception as e:  # any unreadable or unfit file: report it, go on with the others
+                        failed[case.case_id] = str(e).splitlines()[0] if str(e) else type(e).__name__
+                        group.append(case)  # a marker, so that the bar and the order stay right
+                    if sum(len(p.slices) for p in group if isinstance(p, PreparedCase)) >= chunk_slices:
+                        chunks.put(group)
+                        group = []
+                chunks.put(group)
+            except BaseException as e:  # a bug, not a bad file: raised again where the chunks are read
+                errors.append(e)
+            finally:
+                chunks.put(None)
+
+        producer = threading.Thread(target=produce, name="autouad-prepare", daemon=True)
+        producer.start()
+        try:
+            while (group := chunks.get()) is not None:
+                yield group
+            if errors:
+                raise errors[0]
+        finally:
+            stop.set()
+            while producer.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    chunks.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            producer.join()
+
     def predict_folder(self, input_folder: Path, output_folder: Path, roi_folder: Path | None = None,
                        save_maps: bool = False, chunk_slices: int = 256) -> dict:
         check_folders(input_folder, output_folder, roi_folder)
@@ -214,36 +266,32 @@ class AnomalyPredictor:
         output_folder.mkdir(parents=True, exist_ok=True)
         done: dict[str, dict] = {}
         start = time.time()
-        pending: list[PreparedCase] = []
-        bar = tqdm(total=len(cases), desc="predicting", unit="case", file=sys.stdout, dynamic_ncols=True)
-
-        def flush() -> None:
-            if not pending:
-                return
-            maps = self.predict_maps(np.concatenate([p.slices for p in pending]))
-            offset = 0
-            for prepared in pending:
-                n = len(prepared.slices)
-                done[prepared.case.case_id] = self.write_case(prepared, maps[offset:offset + n], output_folder, save_maps)
-                offset += n
-                bar.update(1)
-            pending.clear()
-
-        with bar:
-            for case in cases:
-                try:
-                    pending.append(self.prepare(case))
-                except Exception as e:  # any unreadable or unfit file: report it, go on with the others
-                    failed[case.case_id] = str(e).splitlines()[0] if str(e) else type(e).__name__
-                    bar.write(f"skipped: {failed[case.case_id]}", file=sys.stderr)
-                    bar.update(1)
-                    continue
-                if sum(len(p.slices) for p in pending) >= chunk_slices:
-                    flush()
-            flush()
+        timing = {"model_seconds": 0.0, "waiting_for_data_seconds": 0.0}
+        with tqdm(total=len(cases), desc="predicting", unit="case", file=sys.stdout, dynamic_ncols=True) as bar:
+            chunks = self.prepared_chunks(cases, chunk_slices, failed)
+            while True:
+                waited = time.perf_counter()
+                group = next(chunks, None)
+                timing["waiting_for_data_seconds"] += time.perf_counter() - waited
+                if group is None:
+                    break
+                prepared = [p for p in group if isinstance(p, PreparedCase)]
+                for skipped in (c for c in group if not isinstance(c, PreparedCase)):
+                    bar.write(f"skipped: {failed[skipped.case_id]}", file=sys.stderr)
+                if prepared:
+                    computing = time.perf_counter()
+                    maps = self.predict_maps(np.concatenate([p.slices for p in prepared]))
+                    timing["model_seconds"] += time.perf_counter() - computing
+                    offset = 0
+                    for p in prepared:
+                        n = len(p.slices)
+                        done[p.case.case_id] = self.write_case(p, maps[offset:offset + n], output_folder, save_maps)
+                        offset += n
+                bar.update(len(group))
         if self.image_threshold is not None and done:
             write_scores(output_folder / SCORES_FILE, done, self.image_threshold)
         record = self.run_record(input_folder, roi_folder, save_maps, done, failed, time.time() - start)
+        record.update({k: round(v, 2) for k, v in timing.items()})
         save_json(record, output_folder / PREDICTIONS_FILE)
         return record
 
@@ -251,7 +299,8 @@ class AnomalyPredictor:
                    seconds: float) -> dict:
         return {"model_folder": str(self.model_folder), "dataset": self.plans["dataset"],
                 "method": self.plans["method"], "plans_name": self.plans["plans_name"], "folds": self.folds,
-                "device": str(self.device), "input_folder": str(input_folder),
+                "device": str(self.device), "precision": self.models[0].trainer.inference_precision,
+                "input_folder": str(input_folder),
                 "roi_folder": None if roi_folder is None else str(roi_folder),
                 "map": self.models[0].trainer.map_name, "anomalous_side": self.side,
                 "threshold": self.threshold,

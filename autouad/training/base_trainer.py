@@ -17,6 +17,7 @@ of iterations) and what one iteration does. The base does everything else the sa
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -68,6 +69,10 @@ class AutoUADTrainer:
     map_name: str = "anomaly map"
     histogram_range: tuple[float, float] | None = None
     histogram_bins: int = 256
+    # Precision of predict_slices: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16".
+    inference_precision: str = "auto"
+    # More validation cases than this are drawn as one pooled histogram in histograms.png.
+    max_plotted_histograms: int = 20
 
     def __init__(self, plans: dict, fold: int, preprocessed_dataset_folder: Path | None, output_folder: Path,
                  device: str | torch.device = "cpu", schedule_overrides: dict | None = None,
@@ -99,6 +104,7 @@ class AutoUADTrainer:
         self._ddp: dict[str, torch.nn.Module] = {}
         self.phases: list[Phase] = []
         self.pool_sizes: dict = {}  # what build_pools found, for the log
+        self.batch_preparation_seconds = 0.0  # a method's own batch making beyond the loaders (see data_loading_seconds)
 
     # ---- what a method defines -------------------------------------------------------------------
     def build_pools(self) -> None:
@@ -189,7 +195,14 @@ class AutoUADTrainer:
                 "batch_size": self.batch_size, "world_size": self.world_size, "device": str(self.device),
                 "train_cases": self.data.train_names, "validation_cases": self.data.validation_names,
                 "phases": [asdict(p) for p in self.phases], "skipped_phases": sorted(self.skipped_phases),
-                "pools": self.pool_sizes, "finished": self.finished}
+                "pools": self.pool_sizes, "finished": self.finished,
+                "data_loading_seconds": round(self.data_loading_seconds(), 3)}
+
+    def data_loading_seconds(self) -> float:
+        """Seconds this process spent making batches (since it started or resumed): reading slices
+        in the loaders, plus what a method adds to ``batch_preparation_seconds`` (the two-phase
+        net's pseudo-anomaly synthesis); the networks wait for it, as it runs in the loop's thread."""
+        return sum(loader.seconds for loader in self.loaders.values()) + self.batch_preparation_seconds
 
     def state_dict(self) -> dict:
         return {"format": "autouad-checkpoint-1", "method": self.method, "fold": self.fold,
@@ -325,18 +338,35 @@ class AutoUADTrainer:
     @torch.inference_mode()
     def predict_slices(self, slices: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """(S, C_all, H, W) preprocessed slices with every channel of the plan -> (S, H, W) float32
-        anomaly maps, in batches, with the networks in evaluation mode."""
+        anomaly maps, in batches, with the networks in evaluation mode, at ``inference_precision``."""
         for network in self.networks.values():
             network.eval()
         bs = batch_size or max(1, 2 * self.batch_size)
         out = []
         for start in range(0, len(slices), bs):
             images = np.ascontiguousarray(slices[start:start + bs][:, self.input_channels], dtype=np.float32)
-            out.append(self.predict_anomaly_map(self.to_device(images)).float().cpu().numpy())
+            with self.inference_autocast():
+                out.append(self.predict_anomaly_map(self.to_device(images)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0,) + slices.shape[2:], np.float32)
 
-    def case_anomaly_maps(self, case: PreprocessedCase, batch_size: int | None = None) -> np.ndarray:
-        return self.predict_slices(case.data, batch_size)
+    def inference_autocast(self):
+        """fp32 as trained, or bf16 autocast (tensor cores on a GPU; the maps differ from fp32 by
+        bf16 rounding). ``auto`` is bf16 on CUDA and fp32 on the CPU, so that CPU
+        predictions equal the validation maps the fold saved."""
+        precision = self.inference_precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        if precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        raise ValueError(f"inference precision must be auto, fp32 or bf16, not {precision!r}")
+
+    def cases_anomaly_maps(self, cases: list[PreprocessedCase]) -> list[np.ndarray]:
+        """The maps of several cases from shared forward passes (a 2D dataset's validation images
+        are a thousand one-slice cases: one forward pass each would leave the model mostly idle)."""
+        maps = self.predict_slices(np.concatenate([case.data for case in cases]))
+        return np.split(maps, np.cumsum([case.num_slices for case in cases])[:-1])
 
     def case_histogram(self, case: PreprocessedCase, maps: np.ndarray) -> dict:
         lo, hi = self.histogram_range
@@ -345,19 +375,33 @@ class AutoUADTrainer:
         return {"map": self.map_name, "range": [lo, hi], "bins": self.histogram_bins,
                 "pixels": "inside the ROI" if case.roi is not None else "all pixels", "counts": counts}
 
+    def validation_groups(self, chunk_slices: int = 256) -> list[list[PreprocessedCase]]:
+        """The validation cases in consecutive groups of about ``chunk_slices`` slices (a volume
+        larger than that is a group of its own), so memory stays bounded and batches stay full."""
+        groups, current, size = [], [], 0
+        for case in self.data.validation_cases:
+            if current and size + case.num_slices > chunk_slices:
+                groups.append(current)
+                current, size = [], 0
+            current.append(case)
+            size += case.num_slices
+        return groups + ([current] if current else [])
+
     def export_validation(self) -> Path:
         """Anomaly maps of the fold's validation cases: ``validation/<case>.npy`` (slices, H, W) in the
         preprocessed slice space, plus histograms where the map has a fixed range."""
         folder = self.output_folder / VALIDATION_FOLDER
         folder.mkdir(parents=True, exist_ok=True)
         histograms = {}
-        for case in tqdm(self.data.validation_cases, desc="validation maps", unit="case",
-                         disable=not self.is_main, file=sys.stdout):
-            maps = self.case_anomaly_maps(case)
-            save_npy(maps.astype(np.float32), folder / f"{case.name}.npy")
-            if self.histogram_range is not None:
-                histograms[case.name] = self.case_histogram(case, maps)
-                save_json(histograms[case.name], folder / f"{case.name}_histogram.json")
+        with tqdm(total=len(self.data.validation_cases), desc="validation maps", unit="case",
+                  disable=not self.is_main, file=sys.stdout) as bar:
+            for group in self.validation_groups(max(256, 2 * self.batch_size)):
+                for case, maps in zip(group, self.cases_anomaly_maps(group)):
+                    save_npy(maps.astype(np.float32), folder / f"{case.name}.npy")
+                    if self.histogram_range is not None:
+                        histograms[case.name] = self.case_histogram(case, maps)
+                        save_json(histograms[case.name], folder / f"{case.name}_histogram.json")
+                bar.update(len(group))
         save_json({"map": self.map_name, "space": "preprocessed slices (see the case's preprocessing json)",
                    "plans_name": self.plans["plans_name"], "fold": self.fold,
                    "cases": self.data.validation_names}, folder / "maps.json")
@@ -369,6 +413,11 @@ class AutoUADTrainer:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        if len(histograms) > self.max_plotted_histograms:
+            # a thousand X-ray lines say nothing: their pooled histogram does
+            first = next(iter(histograms.values()))
+            pooled = np.sum([np.asarray(h["counts"], np.int64) for h in histograms.values()], axis=0)
+            histograms = {f"all {len(histograms)} cases, pooled": dict(first, counts=pooled)}
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for name, h in histograms.items():
             edges = np.linspace(h["range"][0], h["range"][1], h["bins"] + 1)

@@ -10,6 +10,7 @@ their trainers add none.
 """
 from __future__ import annotations
 
+import time
 import zlib
 
 import numpy as np
@@ -63,10 +64,13 @@ class PoolBatchLoader(DataLoader):
         self.stream = EpochStream(len(pool), seed, name or pool.name)
         self.rank, self.world_size = rank, world_size
         self.transforms = transforms
+        self.seconds = 0.0  # spent making batches (reading slices, transforms): the model waits for it
 
     def generate_train_batch(self) -> dict:
+        start = time.perf_counter()
         indices = self.stream.take(self.batch_size)[self.rank::self.world_size]
         batch = {"data": self._data.read(indices), "indices": indices}
         if self.transforms is not None:
             batch = self.transforms(**batch)
+        self.seconds += time.perf_counter() - start
         return batch

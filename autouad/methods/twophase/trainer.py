@@ -41,6 +41,8 @@ Logged per iteration: ``loss_restoration`` (phase 1) or ``loss_segmentation`` (p
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -100,10 +102,12 @@ class TwoPhaseTrainer(AutoUADTrainer):
         """The next normal batch of ``stream`` with pseudo anomalies: (originals, synthetic images,
         masks (B, 1, H, W) of 0/1), on the device."""
         batch = next(self.loaders[stream])
+        start = time.perf_counter()
         roi = self.normal_pool.read_roi(batch["indices"])
         rng = np.random.default_rng([self.seed, self.fold, self.position["step"], self.rank, SYNTHESIS_STREAM])
         synthetic = synthesise(batch["data"], roi, rng, self.synthesis)
         masks = synthetic.masks[:, None].astype(np.float32)
+        self.batch_preparation_seconds += time.perf_counter() - start
         return (self.image_tensor(batch["data"]), self.image_tensor(synthetic.images),
                 self.image_tensor(masks))
 
