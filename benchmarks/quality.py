@@ -1,7 +1,7 @@
 """Every method against simple baselines, side by side, in one run.
 
     python benchmarks/quality.py [--schedule smoke|fast|paper] [--methods ascnet ...] [--folds 0 1]
-                                 [--datasets brats kermany] [--work DIR]
+                                 [--datasets brats kermany] [--work DIR] [--results FILE]
 
 BraTS-6 (../shared/data/brats2015_deepmedic6), patient-wise 2-fold cross-validation: for every
 method, convert -> plan -> preprocess -> train each fold -> calibrate on the fold's own validation
@@ -15,10 +15,13 @@ Kermany chest X-rays (../shared/data/chestxray_kermany): every method trained on
 and predicting the 624 test images (fold-averaged), image-level AUROC etc., beside the pixel kNN
 baseline.
 
-Everything lands in --work (default ./autouad_quality_<schedule>): the autouad folders, the
-predictions, quality.json and quality.md. A second run with the same --work reuses what is done
-(trained folds are not trained again; an interrupted fold continues from its checkpoint). Jobs run
-one after the other: two torch jobs on a small CPU slow each other down far more than they gain.
+Everything lands in --work (default ./autouad_quality_<schedule>): the autouad folders and the
+predictions. A second run with the same --work reuses what is done (trained folds are not trained
+again; an interrupted fold continues from its checkpoint). The rows go to --results (default
+<work>/quality.json, a Markdown table beside it): each row is written as soon as it is measured,
+with the machine and the date, and rows already in the file from other runs of the same schedule and
+folds stay, so that a run of many hours can be split into runs of a few methods. Jobs run one after
+the other: two torch jobs on a small CPU slow each other down far more than they gain.
 """
 from __future__ import annotations
 

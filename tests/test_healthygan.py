@@ -192,7 +192,7 @@ def test_learning_rate_decays_linearly_over_the_last_iterations():
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """12 normal and 12 unlabeled (half abnormal) training X-rays and 6 test X-rays, planned for
-    HealthyGAN with the smoke schedule (64x64)."""
+    HealthyGAN with the smoke schedule (32x32)."""
     root = tmp_path_factory.mktemp("healthygan")
     with autouad_folders(root) as folders:
         write_xray_dataset(31, "TinyXrayGAN", 12, [i % 2 == 1 for i in range(12)])
@@ -213,7 +213,7 @@ def small_trainer(folders, output, iterations=4, **schedule):
 
 def test_plans_pools_and_paper_settings(folders, tmp_path):
     trainer = small_trainer(folders, tmp_path)
-    assert trainer.plans["task"] == "image" and trainer.plans["preprocessing"]["slice_size"] == [64, 64]
+    assert trainer.plans["task"] == "image" and trainer.plans["preprocessing"]["slice_size"] == [32, 32]
     assert trainer.critic_steps == 2
     assert {k: trainer.lam(k) for k in ("gp", "id", "rec", "f", "fz", "fs")} == {
         "gp": 10, "id": 1, "rec": 1, "f": 0.1, "fz": 1, "fs": 1}
