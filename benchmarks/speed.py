@@ -11,9 +11,13 @@ its own so that its peak memory is its own:
   predictor's batch of twice the training batch), at the planned slice size;
 * FLOPs per slice of that forward pass (torch's FLOP counter: convolutions and matrix products,
   2 per multiply-add) and so the achieved FLOP/s;
-* training: steps per second of the method's main phase (the one with the most iterations) and
-  FLOPs per step;
+* training: steps per second of the method's main phase (the one with the most iterations),
+  FLOPs per step, and the share of the steps' time spent making batches (reading slices and, for
+  the pseudo-anomaly methods, synthesis), when the networks wait for data;
 * preprocessing: seconds per volume (read, crop, resample, normalise) on the demo's volumes;
+* autouad_predict's whole path on the demo's two test volumes: volumes per second, and the share
+  of the wall time the model computed (the next cases are read and preprocessed on a background
+  thread meanwhile; the rest is the writing of masks and maps);
 * peak memory: the process's peak resident set (CPU) or torch's peak allocation (GPU).
 
 Beside them the machine's own limit, measured in the same run on the same device: the throughput of
@@ -172,7 +176,7 @@ def measure_method(method: str, workspace: Path, device: torch.device, train_ste
 
 
 def predict_folder(trainer, plans_path: Path, workspace: Path, device: torch.device) -> dict:
-    """autouad_predict's whole path on the demo's volumes (read, preprocess on the background thread,
+    """autouad_predict's whole path on the demo's test volume (read, preprocess on the background thread,
     forward passes, threshold, post-process, restore, write): volumes per second and the share of the
     wall time the model computed. The weights are the freshly initialised ones, saved as a fold with
     a stand-in threshold: speed does not depend on what the network learned."""
@@ -185,14 +189,14 @@ def predict_folder(trainer, plans_path: Path, workspace: Path, device: torch.dev
     model = workspace / "results" / f"{trainer.method}_speed"
     fold = model / "fold_0"
     fold.mkdir(parents=True, exist_ok=True)
-    save_checkpoint({"networks": {k: v.state_dict() for k, v in trainer.networks.items()}}, fold / CHECKPOINT_FINAL)
+    save_checkpoint(trainer.state_dict(), fold / CHECKPOINT_FINAL)
     save_json({"strategy": "speed benchmark stand-in", "value": 0.5, "anomalous_side": "above"},
               fold / "threshold.json")
     save_plans_copy(plans_path, model)
     raw = next((workspace / "raw").glob(f"Dataset{DATASET_ID}_*"))
     predictor = AnomalyPredictor(model, device=str(device))
-    record = predictor.predict_folder(raw / "imagesTr", workspace / "predictions" / trainer.method,
-                                      raw / "roisTr" if (raw / "roisTr").is_dir() else None)
+    record = predictor.predict_folder(raw / "imagesTs", workspace / "predictions" / trainer.method,
+                                      raw / "roisTs" if (raw / "roisTs").is_dir() else None)
     return {"predict_volumes_per_s": record["num_predicted"] / record["seconds"],
             "predict_model_busy_fraction": record["model_seconds"] / record["seconds"],
             "predict_waiting_for_data_s": record["waiting_for_data_seconds"]}
@@ -205,7 +209,7 @@ def prepare_workspace(workspace: Path, methods: list[str], schedule: str) -> Non
 
     for kind in ("raw", "preprocessed", "results"):
         os.environ[f"AUTOUAD_{kind}"] = str(workspace / kind)
-    demo.convert(DATASET_ID, raw_folder=workspace / "raw", seed=0, num_normal=2, num_patients=2, num_test=1,
+    demo.convert(DATASET_ID, raw_folder=workspace / "raw", seed=0, num_normal=2, num_patients=2, num_test=2,
                  spacing=1.0)
     for method in methods:
         if main_plan_and_preprocess(["-d", str(DATASET_ID), "-m", method, "--schedule", schedule, "--np", "1"]) != 0:
