@@ -176,7 +176,7 @@ def measure_method(method: str, workspace: Path, device: torch.device, train_ste
 
 
 def predict_folder(trainer, plans_path: Path, workspace: Path, device: torch.device) -> dict:
-    """autouad_predict's whole path on the demo's test volume (read, preprocess on the background thread,
+    """autouad_predict's whole path on the demo's test volumes (read, preprocess on the background thread,
     forward passes, threshold, post-process, restore, write): volumes per second and the share of the
     wall time the model computed. The weights are the freshly initialised ones, saved as a fold with
     a stand-in threshold: speed does not depend on what the network learned."""
