@@ -169,8 +169,24 @@ def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> d
                 f"predicting {method} fold {fold}")
         parts.append(out)
     merged = merge_predictions(parts, work / "predictions" / "brats" / method / "cross_validation")
-    return dict(pixel_row(evaluate_folders(reference, merged)), training_seconds=sum(seconds.values()),
-                wall_seconds=time.perf_counter() - start)
+    return dict(pixel_row(evaluate_folders(reference, merged)), cut=fold_cuts(parts),
+                training_seconds=sum(seconds.values()), wall_seconds=time.perf_counter() - start)
+
+
+# How a row's masks were cut, for the table: a Dice is only comparable with the cut that made it.
+CUTS = {"histogram_peak": "histogram peak (label-free)",
+        "normal_percentile": "percentile of normal slices (label-free)",
+        "validation_calibrated": "best Dice on the scored patients' masks (optimistic)"}
+
+
+def fold_cuts(prediction_folders: list[Path]) -> str:
+    """The threshold strategies the folds used (their predictions.json), as the table says them:
+    a fold that fell back from its plan's strategy says so there."""
+    from autouad.inference.outputs import PREDICTIONS_FILE
+    from autouad.utils.files import load_json
+    strategies = sorted({t["strategy"] for folder in prediction_folders
+                         for t in load_json(folder / PREDICTIONS_FILE)["fold_thresholds"].values()})
+    return "; ".join(CUTS.get(s, s) for s in strategies)
 
 
 def brats(args, work: Path, results: "Results") -> None:
@@ -196,10 +212,12 @@ def brats(args, work: Path, results: "Results") -> None:
                                        modality=dataset.meta["modality"])
         parts.append(out)
     merged = merge_predictions(parts, work / "predictions" / "brats" / "flair_threshold" / "cross_validation")
-    label_free = pixel_row(evaluate_folders(reference, merged))
+    label_free = dict(pixel_row(evaluate_folders(reference, merged)),
+                      cut="99th percentile of the training patients' normal slices (label-free)")
     results.record("brats", FLAIR_LABEL_FREE, label_free)
     results.record("brats", FLAIR_ORACLE, dict(label_free, dice=(label_free["best_possible_dice"], None),
-                                              dice_without_postprocessing=(None, None)))
+                                              dice_without_postprocessing=(None, None),
+                                              cut="best Dice on the scored patients' masks (oracle)"))
     for method in args.methods:
         try:
             results.record("brats", method, brats_method(args, work, raw, reference, method))
@@ -289,10 +307,12 @@ def markdown(result: dict) -> str:
     lines = [f"Schedule `{result['schedule']}`, folds {result['folds']}; measured on {'; '.join(machines)}", ""]
     if result.get("brats"):
         lines += table("BraTS-6, patient-wise 2-fold cross-validation (each fold's model predicts its held-out patients):",
-                       ["Dice", "Dice (no post-processing)", "pixel AUROC", "pooled AUROC", "AP", "best-possible Dice"],
+                       ["Dice", "Dice (no post-processing)", "cut", "pixel AUROC", "pooled AUROC", "AP",
+                        "best-possible Dice"],
                        result["brats"],
-                       lambda r: [fmt(*r["dice"]), fmt(*r["dice_without_postprocessing"]), fmt(*r["auroc"]),
-                                  fmt(r["pooled_auroc"]), fmt(*r["average_precision"]), fmt(r["best_possible_dice"])])
+                       lambda r: [fmt(*r["dice"]), fmt(*r["dice_without_postprocessing"]), r.get("cut", "n/a"),
+                                  fmt(*r["auroc"]), fmt(r["pooled_auroc"]), fmt(*r["average_precision"]),
+                                  fmt(r["best_possible_dice"])])
     if result.get("kermany"):
         lines += table("Kermany chest X-rays, the 624 test images:",
                        ["AUROC", "AP", "precision", "recall", "specificity", "F1"], result["kermany"],
