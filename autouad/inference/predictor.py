@@ -210,29 +210,30 @@ class AnomalyPredictor:
 
     # ---- a folder ----------------------------------------------------------------------------------
     def prepared_chunks(self, cases: list[InputCase], chunk_slices: int, failed: dict):
-        """Groups of prepared cases of about ``chunk_slices`` slices, in input order, made on a
-        background thread one group ahead: reading and preprocessing the next cases overlaps the
-        forward passes of the current ones, so the model does not wait for files. A case that cannot
-        be prepared lands in ``failed`` (and the others go on)."""
+        """(prepared cases, names of skipped cases) in groups of about ``chunk_slices`` slices, in
+        input order, made on a background thread one group ahead: reading and preprocessing the next
+        cases overlaps the forward passes of the current ones, so the model does not wait for files.
+        A case that cannot be prepared lands in ``failed`` (and the others go on)."""
         chunks: queue.Queue = queue.Queue(maxsize=1)  # one group waiting while another is predicted
         stop = threading.Event()
         errors: list[BaseException] = []
 
         def produce() -> None:
-            group: list = []
+            prepared, skipped, size = [], [], 0
             try:
                 for case in cases:
                     if stop.is_set():
                         return
                     try:
-                        group.append(self.prepare(case))
+                        prepared.append(self.prepare(case))
+                        size += len(prepared[-1].slices)
                     except Exception as e:  # any unreadable or unfit file: report it, go on with the others
                         failed[case.case_id] = str(e).splitlines()[0] if str(e) else type(e).__name__
-                        group.append(case)  # a marker, so that the bar and the order stay right
-                    if sum(len(p.slices) for p in group if isinstance(p, PreparedCase)) >= chunk_slices:
-                        chunks.put(group)
-                        group = []
-                chunks.put(group)
+                        skipped.append(case.case_id)
+                    if size >= chunk_slices:
+                        chunks.put((prepared, skipped))
+                        prepared, skipped, size = [], [], 0
+                chunks.put((prepared, skipped))
             except BaseException as e:  # a bug, not a bad file: raised again where the chunks are read
                 errors.append(e)
             finally:
@@ -275,9 +276,9 @@ class AnomalyPredictor:
                 timing["waiting_for_data_seconds"] += time.perf_counter() - waited
                 if group is None:
                     break
-                prepared = [p for p in group if isinstance(p, PreparedCase)]
-                for skipped in (c for c in group if not isinstance(c, PreparedCase)):
-                    bar.write(f"skipped: {failed[skipped.case_id]}", file=sys.stderr)
+                prepared, skipped = group
+                for case_id in skipped:
+                    bar.write(f"skipped: {failed[case_id]}", file=sys.stderr)
                 if prepared:
                     computing = time.perf_counter()
                     maps = self.predict_maps(np.concatenate([p.slices for p in prepared]))
@@ -287,7 +288,7 @@ class AnomalyPredictor:
                         n = len(p.slices)
                         done[p.case.case_id] = self.write_case(p, maps[offset:offset + n], output_folder, save_maps)
                         offset += n
-                bar.update(len(group))
+                bar.update(len(prepared) + len(skipped))
         if self.image_threshold is not None and done:
             write_scores(output_folder / SCORES_FILE, done, self.image_threshold)
         record = self.run_record(input_folder, roi_folder, save_maps, done, failed, time.time() - start)
