@@ -4,12 +4,21 @@
                                  [--datasets brats kermany] [--work DIR] [--results FILE]
 
 BraTS-6 (../shared/data/brats2015_deepmedic6), patient-wise 2-fold cross-validation: for every
-method, convert -> plan -> preprocess -> train each fold -> calibrate on the fold's own validation
-cases -> predict those cases with that fold's model; the folds' predictions together cover all six
-patients and are scored at once against the tumour masks (OTMultiClass > 0). Beside the methods,
-FLAIR intensity thresholding, the bar every unsupervised brain-MRI method must clear: its label-free
-cut is the 99th percentile of the standardised FLAIR on the normal slices of the fold's training
-patients, and its oracle cut (chosen on the labels) is the evaluator's best-possible Dice.
+method, convert -> plan -> preprocess -> train each fold -> calibrate the fold's cut on its
+training patients -> predict its held-out patients with that fold's model; the folds' predictions
+together cover all six patients and are scored at once against the tumour masks (OTMultiClass > 0).
+
+The held-out patients are the test set here, so no cut may look at them. autouad_train calibrates
+a fold on its validation cases, which are exactly those patients; quality.py therefore calibrates
+each fold again, by the plan's own strategy, on the fold's training patients (recalibrated_model):
+the Dice-optimal cut on their masks (validation_calibrated), the percentile of their normal slices
+(normal_percentile) or the peaks of their maps' histogram (ASC-Net). The price of six patients is
+that the model has seen those patients' normal slices in training, so their maps are a little
+lower than the held-out patients' and the cut a little low; the held-out patients' labels and maps
+are never used. Beside the methods, FLAIR intensity thresholding, the bar every unsupervised
+brain-MRI method must clear: its label-free cut is the 99th percentile of the standardised FLAIR on
+the normal slices of the fold's training patients, and its oracle cut (chosen on the labels) is the
+evaluator's best-possible Dice.
 
 Kermany chest X-rays (../shared/data/chestxray_kermany): every method trained on the given folds
 and predicting the 624 test images (fold-averaged), image-level AUROC etc., beside the pixel kNN
@@ -153,8 +162,56 @@ def pixel_row(summary: dict) -> dict:
             "num_cases": summary.get("num_cases")}
 
 
+def recalibrated_model(dataset_id: int, method: str, fold: int, cases: list[str], view: Path) -> dict:
+    """A view of the trained model in which ``fold``'s threshold is calibrated on ``cases`` (the
+    fold's training patients) instead of on its validation patients, whom quality.py scores.
+
+    The view links the model's plans and the fold's checkpoint and log, and holds its own
+    ``fold_K/validation`` (the maps of ``cases``, as a fold's validation folder holds its
+    validation maps) and ``fold_K/threshold.json``, by the plans' strategy; autouad_predict
+    ``--model-folder view`` then predicts with it. The trained model itself is left as it is.
+    Returns the threshold record."""
+    from autouad.calibration.thresholds import THRESHOLD_FILE, calibrate, load_validation_cases
+    from autouad.methods import trainer_class
+    from autouad.paths import find_dataset_name, preprocessed_root, results_root
+    from autouad.training.base_trainer import CHECKPOINT_FINAL, LOG_FILE, VALIDATION_FOLDER
+    from autouad.training.fold_data import load_preprocessed_case
+    from autouad.utils.files import load_json, save_json, save_npy
+
+    dataset = find_dataset_name(dataset_id)
+    model = results_root() / dataset / f"{method}__autouadPlans_{method}"
+    plans = load_json(model / "plans.json")
+    fold_folder, view_fold = model / f"fold_{fold}", view / f"fold_{fold}"
+    if view.exists():
+        shutil.rmtree(view)
+    (view_fold / VALIDATION_FOLDER).mkdir(parents=True)
+    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+        if (model / name).is_file():
+            (view / name).symlink_to((model / name).resolve())
+    for name in (CHECKPOINT_FINAL, LOG_FILE):
+        (view_fold / name).symlink_to((fold_folder / name).resolve())
+
+    trainer = trainer_class(method, load_json(fold_folder / LOG_FILE).get("trainer")).for_inference(
+        plans, fold, fold_folder / CHECKPOINT_FINAL)
+    data_folder = preprocessed_root() / dataset / plans["preprocessing"]["data_folder"]
+    for name in cases:  # one volume at a time: a BraTS volume fills the batches by itself
+        case = load_preprocessed_case(data_folder, name)
+        save_npy(trainer.predict_slices(case.data), view_fold / VALIDATION_FOLDER / f"{name}.npy")
+    save_json({"map": trainer.map_name, "space": "preprocessed slices", "plans_name": plans["plans_name"],
+               "fold": fold, "cases": list(cases),
+               "why": "quality.py: the fold's training patients, so that the cut never sees the scored patients"},
+              view_fold / VALIDATION_FOLDER / "maps.json")
+    modality = load_json(preprocessed_root() / dataset / "dataset.json")["modality"]
+    record = calibrate(plans["threshold"], load_validation_cases(view_fold, data_folder, modality),
+                       trainer.histogram_range)
+    record.update(fold=fold, plans_name=plans["plans_name"], calibrated_on="the fold's training patients")
+    save_json(record, view_fold / THRESHOLD_FILE)
+    return record
+
+
 def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> dict:
-    """Train the folds, let each fold predict its held-out patients, score them together."""
+    """Train the folds, calibrate each on its training patients, let it predict its held-out
+    patients, score them together."""
     from autouad.cli.predict import main as predict_main
     from autouad.evaluation.evaluator import evaluate_folders
 
@@ -162,9 +219,12 @@ def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> d
     seconds = train_folds(BRATS["id"], method, args.schedule, args.folds, 2)
     parts = []
     for fold in args.folds:
-        inputs = link_cases(raw, fold_split(BRATS["id"], fold)["val"], work / "inputs" / f"brats_fold_{fold}")
+        split = fold_split(BRATS["id"], fold)
+        view = work / "calibrated_on_training_patients" / method / f"fold_{fold}"
+        recalibrated_model(BRATS["id"], method, fold, split["train"], view)
+        inputs = link_cases(raw, split["val"], work / "inputs" / f"brats_fold_{fold}")
         out = work / "predictions" / "brats" / method / f"fold_{fold}"
-        run_cli(predict_main, ["-i", str(inputs), "-o", str(out), "-d", str(BRATS["id"]), "-m", method,
+        run_cli(predict_main, ["-i", str(inputs), "-o", str(out), "--model-folder", str(view),
                                "-f", str(fold), "--rois", str(raw / "roisTr"), "--save-maps"],
                 f"predicting {method} fold {fold}")
         parts.append(out)
@@ -174,9 +234,9 @@ def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> d
 
 
 # How a row's masks were cut, for the table: a Dice is only comparable with the cut that made it.
-CUTS = {"histogram_peak": "histogram peak (label-free)",
-        "normal_percentile": "percentile of normal slices (label-free)",
-        "validation_calibrated": "best Dice on the scored patients' masks (optimistic)"}
+CUTS = {"histogram_peak": "histogram peak of the training patients' maps (label-free)",
+        "normal_percentile": "percentile of the training patients' normal slices (label-free)",
+        "validation_calibrated": "best Dice on the training patients' masks"}
 
 
 def fold_cuts(prediction_folders: list[Path]) -> str:

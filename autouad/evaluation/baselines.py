@@ -141,7 +141,7 @@ def intensity_baseline_predictions(cases: list, reference_cases: list, channel: 
     from autouad.dataset.validation import load_case
     from autouad.fingerprint.extractor import slice_is_reference
     from autouad.inference.outputs import MAPS_FOLDER, ROIS_FOLDER
-    from autouad.inference.predictor import write_image
+    from autouad.inference.outputs import write_image
     from autouad.preprocessing.foreground import foreground_mask
 
     if side not in ("above", "below"):

@@ -13,7 +13,11 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
+import SimpleITK as sitk
+
 from autouad.utils.files import atomic_output
+from autouad.utils.images import IMAGE_2D_ENDINGS, Geometry
 
 PREDICTIONS_FILE = "predictions.json"
 SCORES_FILE = "scores.csv"
@@ -32,3 +36,21 @@ def write_scores(path: Path, cases: dict[str, dict], threshold: float) -> None:
         writer.writerow([case, f"{r['score']:.6g}", f"{threshold:.6g}", r["decision"]])
     with atomic_output(path) as tmp:
         tmp.write_text(text.getvalue())
+
+
+def output_endings(input_ending: str) -> tuple[str, str]:
+    """(mask ending, map ending) for an input file type."""
+    if input_ending in IMAGE_2D_ENDINGS:
+        return ".png", ".tif"
+    if input_ending == ".mhd":
+        return ".mha", ".mha"
+    return input_ending, input_ending
+
+
+def write_image(array: np.ndarray, geometry: Geometry, path: Path) -> None:
+    """``array`` with ``geometry``, written atomically (the temporary file keeps the ending, by
+    which SimpleITK picks the format)."""
+    image = geometry.apply_to(sitk.GetImageFromArray(array))
+    ending = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    with atomic_output(path, suffix=".tmp" + ending) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=ending in (".nii.gz", ".mha", ".nrrd"))

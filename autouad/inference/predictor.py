@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
@@ -30,37 +29,19 @@ from autouad.calibration.thresholds import THRESHOLD_FILE, anomalous, image_scor
 from autouad.dataset.validation import load_case
 from autouad.inference.inputs import InputCase, find_input_cases
 from autouad.inference.outputs import (MAPS_FOLDER, PREDICTIONS_FILE, ROIS_FOLDER, SCORES_FILE,
-                                       WITHOUT_POSTPROCESSING_FOLDER, write_scores)
+                                       WITHOUT_POSTPROCESSING_FOLDER, output_endings, write_image, write_scores)
 from autouad.methods import trainer_class
 from autouad.postprocessing.morphology import postprocess_slices
 from autouad.preprocessing.foreground import foreground_mask
 from autouad.preprocessing.preprocessor import CasePreprocessor, restore_to_file_array
 from autouad.training.base_trainer import CHECKPOINT_FINAL, LOG_FILE
-from autouad.utils.files import atomic_output, load_json, save_json
-from autouad.utils.images import IMAGE_2D_ENDINGS, Geometry
+from autouad.utils.files import load_json, save_json
+from autouad.utils.images import Geometry
 
 
 
 class PredictionError(Exception):
     """The model or the command cannot predict; one line saying why."""
-
-
-def output_endings(input_ending: str) -> tuple[str, str]:
-    """(mask ending, map ending) for an input file type."""
-    if input_ending in IMAGE_2D_ENDINGS:
-        return ".png", ".tif"
-    if input_ending == ".mhd":
-        return ".mha", ".mha"
-    return input_ending, input_ending
-
-
-def write_image(array: np.ndarray, geometry: Geometry, path: Path) -> None:
-    """``array`` with ``geometry``, written atomically (the temporary file keeps the ending, by
-    which SimpleITK picks the format)."""
-    image = geometry.apply_to(sitk.GetImageFromArray(array))
-    ending = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    with atomic_output(path, suffix=".tmp" + ending) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=ending in (".nii.gz", ".mha", ".nrrd"))
 
 
 @dataclass

@@ -1,0 +1,90 @@
+"""benchmarks/quality.py: each fold's cut comes from its training patients, never from the patients
+it is scored on; results accumulate across runs of the same schedule and refuse another's."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from autouad.calibration.thresholds import slice_region, validation_calibrated_threshold
+from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
+from autouad.cli.predict import main as predict_main
+from autouad.cli.train import main as train_main
+from autouad.utils.files import load_json, load_npy
+from dataset_conversion import demo
+from tests.conftest import autouad_folders
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = "Dataset007_DemoBrainMRI"
+
+
+def load_quality():
+    spec = importlib.util.spec_from_file_location("quality_benchmark", REPO / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+quality = load_quality()
+
+
+@pytest.fixture(scope="module")
+def trained_vae(tmp_path_factory):
+    """Four demo patients whose tumour-free slices are the normal reference (as in BraTS), two
+    patient-wise folds, the VAE's fold 0 trained for two iterations."""
+    root = tmp_path_factory.mktemp("quality")
+    with autouad_folders(root) as folders:
+        demo.convert(7, raw_folder=folders["raw"], seed=0, num_normal=0, num_patients=4, num_test=0, spacing=4.0,
+                     normal_reference="slices_without_anomaly")
+        assert main_plan_and_preprocess(["-d", "7", "-m", "vae", "--schedule", "smoke", "--folds", "2",
+                                         "--np", "1"]) == 0
+        assert train_main([DATASET, "0", "-m", "vae", "--device", "cpu", "--iterations", "2"]) == 0
+        yield folders
+
+
+def test_a_folds_cut_is_calibrated_on_its_training_patients(trained_vae, tmp_path):
+    split = quality.fold_split(7, 0)
+    fold = trained_vae["results"] / DATASET / "vae__autouadPlans_vae" / "fold_0"
+    own = (fold / "threshold.json").read_bytes()
+    assert load_json(fold / "threshold.json")["cases"] == split["val"]
+
+    view = tmp_path / "view"
+    record = quality.recalibrated_model(7, "vae", 0, split["train"], view)
+    assert record["cases"] == split["train"] and not set(record["cases"]) & set(split["val"])
+    assert record["strategy"] == "validation_calibrated" and record["requested"]["strategy"] == "validation_calibrated"
+    assert (fold / "threshold.json").read_bytes() == own  # the trained model is left as it was
+
+    # the cut is the Dice-optimal one on the training patients' maps and masks
+    data = trained_vae["preprocessed"] / DATASET / load_json(view / "plans.json")["preprocessing"]["data_folder"]
+    cases = []
+    for name in split["train"]:
+        maps = load_npy(view / "fold_0" / "validation" / f"{name}.npy")
+        mask = load_npy(data / f"{name}_mask.npy").astype(bool)
+        region = slice_region(load_npy(data / f"{name}.npy"), load_npy(data / f"{name}_roi.npy"),
+                              load_json(data / f"{name}.json"), "MRI")
+        cases.append((maps[region], mask[region]))
+    assert record["value"] == pytest.approx(validation_calibrated_threshold(cases, "above")[0])
+
+    # predicting the held-out patients through the view uses that cut
+    inputs = quality.link_cases(trained_vae["raw"] / DATASET, split["val"], tmp_path / "inputs")
+    out = tmp_path / "predicted"
+    raw = trained_vae["raw"] / DATASET
+    assert predict_main(["-i", str(inputs), "-o", str(out), "--model-folder", str(view), "-f", "0",
+                         "--rois", str(raw / "roisTr")]) == 0
+    used = load_json(out / "predictions.json")["fold_thresholds"]
+    assert [t["value"] for t in used.values()] == [record["value"]]
+    assert quality.fold_cuts([out]) == "best Dice on the training patients' masks"
+
+
+def test_results_accumulate_and_refuse_another_schedule(tmp_path):
+    path = tmp_path / "quality.json"
+    first = quality.Results(path, "fast", [0, 1], "machine A")
+    first.record("brats", "vae", {"error": "RuntimeError: stopped"})
+    second = quality.Results(path, "fast", [0, 1], "machine B")
+    second.record("brats", quality.FLAIR_LABEL_FREE, {"error": "RuntimeError: also stopped"})
+    saved = json.loads(path.read_text())
+    assert list(saved["brats"]) == [quality.FLAIR_LABEL_FREE, "vae"]  # table order, both runs' rows
+    assert saved["brats"]["vae"]["machine"] == "machine A"
+    assert "| vae | error: RuntimeError: stopped |" in path.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit, match="smoke"):
+        quality.Results(path, "smoke", [0, 1], "machine C")
