@@ -182,11 +182,12 @@ def recalibrated_model(dataset_id: int, method: str, fold: int, cases: list[str]
     model = results_root() / dataset / f"{method}__autouadPlans_{method}"
     plans = load_json(model / "plans.json")
     fold_folder, view_fold = model / f"fold_{fold}", view / f"fold_{fold}"
-    if view.exists():
-        shutil.rmtree(view)
+    if view_fold.exists():
+        shutil.rmtree(view_fold)
     (view_fold / VALIDATION_FOLDER).mkdir(parents=True)
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
         if (model / name).is_file():
+            (view / name).unlink(missing_ok=True)
             (view / name).symlink_to((model / name).resolve())
     for name in (CHECKPOINT_FINAL, LOG_FILE):
         (view_fold / name).symlink_to((fold_folder / name).resolve())
@@ -220,7 +221,7 @@ def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> d
     parts = []
     for fold in args.folds:
         split = fold_split(BRATS["id"], fold)
-        view = work / "calibrated_on_training_patients" / method / f"fold_{fold}"
+        view = work / "calibrated_on_training_patients" / method
         recalibrated_model(BRATS["id"], method, fold, split["train"], view)
         inputs = link_cases(raw, split["val"], work / "inputs" / f"brats_fold_{fold}")
         out = work / "predictions" / "brats" / method / f"fold_{fold}"
