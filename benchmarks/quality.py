@@ -48,7 +48,14 @@ sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 METHODS = ("ascnet", "caae", "aae", "vae", "healthygan", "twophase", "draem")
 FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN = "FLAIR threshold (label-free)", "FLAIR threshold (oracle)", "pixel kNN"
+OWN_HISTOGRAM = "(own-histogram cut)"
 ROW_ORDER = (FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN) + METHODS
+
+
+def row_rank(name: str) -> tuple[int, int]:
+    """A row's place in the tables: baselines, then each method, its own-histogram row after it."""
+    base = name.removesuffix(" " + OWN_HISTOGRAM)
+    return ROW_ORDER.index(base), int(base != name)
 BRATS = {"id": 1, "source": SHARED / "brats2015_deepmedic6", "format": "brats-deepmedic"}
 KERMANY = {"id": 2, "source": SHARED / "chestxray_kermany", "format": "chestxray-folders"}
 
@@ -210,28 +217,48 @@ def recalibrated_model(dataset_id: int, method: str, fold: int, cases: list[str]
     return record
 
 
-def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> dict:
+def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> dict[str, dict]:
     """Train the folds, calibrate each on its training patients, let it predict its held-out
-    patients, score them together."""
+    patients, score them together: {row name: row}.
+
+    A fold whose own cut is ASC-Net's histogram peak read label-free from its validation maps (the
+    scored patients' maps; autouad_train's threshold.json) gives a second row, ``<method>
+    (own-histogram cut)``: the paper reads the cut off the histogram of the images it segments,
+    which needs no mask, so this is a fair label-free figure too. A fold that fell back to a
+    percentile of normal slices (which the masks define) gives none."""
     from autouad.cli.predict import main as predict_main
     from autouad.evaluation.evaluator import evaluate_folders
+    from autouad.paths import find_dataset_name, results_root
+    from autouad.utils.files import load_json
 
     start = time.perf_counter()
     seconds = train_folds(BRATS["id"], method, args.schedule, args.folds, 2)
-    parts = []
-    for fold in args.folds:
-        split = fold_split(BRATS["id"], fold)
-        view = work / "calibrated_on_training_patients" / method
-        recalibrated_model(BRATS["id"], method, fold, split["train"], view)
-        inputs = link_cases(raw, split["val"], work / "inputs" / f"brats_fold_{fold}")
-        out = work / "predictions" / "brats" / method / f"fold_{fold}"
-        run_cli(predict_main, ["-i", str(inputs), "-o", str(out), "--model-folder", str(view),
-                               "-f", str(fold), "--rois", str(raw / "roisTr"), "--save-maps"],
-                f"predicting {method} fold {fold}")
-        parts.append(out)
-    merged = merge_predictions(parts, work / "predictions" / "brats" / method / "cross_validation")
-    return dict(pixel_row(evaluate_folders(reference, merged)), cut=fold_cuts(parts),
-                training_seconds=sum(seconds.values()), wall_seconds=time.perf_counter() - start)
+    model = results_root() / find_dataset_name(BRATS["id"]) / f"{method}__autouadPlans_{method}"
+    views = {"training patients": work / "calibrated_on_training_patients" / method}
+    if all(load_json(model / f"fold_{fold}" / "threshold.json")["strategy"] == "histogram_peak"
+           for fold in args.folds):
+        views["own histogram"] = model
+    rows = {}
+    for which, view in views.items():
+        parts = []
+        for fold in args.folds:
+            split = fold_split(BRATS["id"], fold)
+            if which == "training patients":
+                recalibrated_model(BRATS["id"], method, fold, split["train"], view)
+            inputs = link_cases(raw, split["val"], work / "inputs" / f"brats_fold_{fold}")
+            out = work / "predictions" / "brats" / (method if which == "training patients" else
+                                                    f"{method}_own_histogram") / f"fold_{fold}"
+            run_cli(predict_main, ["-i", str(inputs), "-o", str(out), "--model-folder", str(view),
+                                   "-f", str(fold), "--rois", str(raw / "roisTr"), "--save-maps"],
+                    f"predicting {method} fold {fold}")
+            parts.append(out)
+        merged = merge_predictions(parts, parts[0].parent / "cross_validation")
+        row = dict(pixel_row(evaluate_folders(reference, merged)), cut=fold_cuts(parts),
+                   training_seconds=sum(seconds.values()), wall_seconds=time.perf_counter() - start)
+        if which == "own histogram":
+            row["cut"] = "histogram peak of the scored patients' own maps (label-free, no mask seen)"
+        rows[method if which == "training patients" else f"{method} {OWN_HISTOGRAM}"] = row
+    return rows
 
 
 # How a row's masks were cut, for the table: a Dice is only comparable with the cut that made it.
@@ -281,7 +308,8 @@ def brats(args, work: Path, results: "Results") -> None:
                                               cut="best Dice on the scored patients' masks (oracle)"))
     for method in args.methods:
         try:
-            results.record("brats", method, brats_method(args, work, raw, reference, method))
+            for name, row in brats_method(args, work, raw, reference, method).items():
+                results.record("brats", name, row)
         except Exception as e:
             results.record("brats", method, failed("brats", method, e))
 
@@ -342,7 +370,7 @@ class Results:
         from autouad.utils.files import atomic_output
         for dataset in ("brats", "kermany"):
             rows = self.data[dataset]
-            self.data[dataset] = {k: rows[k] for k in sorted(rows, key=lambda k: ROW_ORDER.index(k))}
+            self.data[dataset] = {k: rows[k] for k in sorted(rows, key=row_rank)}
         for path, text in ((self.path, json.dumps(self.data, indent=2) + "\n"),
                            (self.path.with_suffix(".md"), markdown(self.data) + "\n")):
             with atomic_output(path) as tmp:

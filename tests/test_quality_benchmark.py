@@ -82,8 +82,11 @@ def test_results_accumulate_and_refuse_another_schedule(tmp_path):
     first.record("brats", "vae", {"error": "RuntimeError: stopped"})
     second = quality.Results(path, "fast", [0, 1], "machine B")
     second.record("brats", quality.FLAIR_LABEL_FREE, {"error": "RuntimeError: also stopped"})
+    second.record("brats", f"ascnet {quality.OWN_HISTOGRAM}", {"error": "RuntimeError: not run"})
+    second.record("brats", "ascnet", {"error": "RuntimeError: not run"})
     saved = json.loads(path.read_text())
-    assert list(saved["brats"]) == [quality.FLAIR_LABEL_FREE, "vae"]  # table order, both runs' rows
+    # table order (baselines, each method with its own-histogram row after it), both runs' rows
+    assert list(saved["brats"]) == [quality.FLAIR_LABEL_FREE, "ascnet", f"ascnet {quality.OWN_HISTOGRAM}", "vae"]
     assert saved["brats"]["vae"]["machine"] == "machine A"
     assert "| vae | error: RuntimeError: stopped |" in path.with_suffix(".md").read_text()
     with pytest.raises(SystemExit, match="smoke"):
