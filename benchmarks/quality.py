@@ -15,7 +15,8 @@ the Dice-optimal cut on their masks (validation_calibrated), the percentile of t
 (normal_percentile) or the peaks of their maps' histogram (ASC-Net). The price of six patients is
 that the model has seen those patients' normal slices in training, so their maps are a little
 lower than the held-out patients' and the cut a little low; the held-out patients' labels and maps
-are never used. Beside the methods, FLAIR intensity thresholding, the bar every unsupervised
+are never used. ASC-Net's cut needs no labels at all, and its paper reads it off the histogram of
+the images it segments: it also gets a row with the cut read off the scored patients' own maps. Beside the methods, FLAIR intensity thresholding, the bar every unsupervised
 brain-MRI method must clear: its label-free cut is the 99th percentile of the standardised FLAIR on
 the normal slices of the fold's training patients, and its oracle cut (chosen on the labels) is the
 evaluator's best-possible Dice.
