@@ -16,10 +16,11 @@ the Dice-optimal cut on their masks (validation_calibrated), the percentile of t
 that the model has seen those patients' normal slices in training, so their maps are a little
 lower than the held-out patients' and the cut a little low; the held-out patients' labels and maps
 are never used. ASC-Net's cut needs no labels at all, and its paper reads it off the histogram of
-the images it segments: it also gets a row with the cut read off the scored patients' own maps. Beside the methods, FLAIR intensity thresholding, the bar every unsupervised
-brain-MRI method must clear: its label-free cut is the 99th percentile of the standardised FLAIR on
-the normal slices of the fold's training patients, and its oracle cut (chosen on the labels) is the
-evaluator's best-possible Dice.
+the images it segments: it also gets a row with the cut read off the scored patients' own maps.
+Beside the methods, FLAIR intensity thresholding, the bar every unsupervised brain-MRI method must
+clear: its label-free cut is the 99th percentile of the standardised FLAIR on the normal slices of
+the fold's training patients, and its oracle cut (chosen on the labels) is the evaluator's
+best-possible Dice.
 
 Kermany chest X-rays (../shared/data/chestxray_kermany): every method trained on the given folds
 and predicting the 624 test images (fold-averaged), image-level AUROC etc., beside the pixel kNN
@@ -51,14 +52,14 @@ METHODS = ("ascnet", "caae", "aae", "vae", "healthygan", "twophase", "draem")
 FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN = "FLAIR threshold (label-free)", "FLAIR threshold (oracle)", "pixel kNN"
 OWN_HISTOGRAM = "(own-histogram cut)"
 ROW_ORDER = (FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN) + METHODS
+BRATS = {"id": 1, "source": SHARED / "brats2015_deepmedic6", "format": "brats-deepmedic"}
+KERMANY = {"id": 2, "source": SHARED / "chestxray_kermany", "format": "chestxray-folders"}
 
 
 def row_rank(name: str) -> tuple[int, int]:
     """A row's place in the tables: baselines, then each method, its own-histogram row after it."""
     base = name.removesuffix(" " + OWN_HISTOGRAM)
     return ROW_ORDER.index(base), int(base != name)
-BRATS = {"id": 1, "source": SHARED / "brats2015_deepmedic6", "format": "brats-deepmedic"}
-KERMANY = {"id": 2, "source": SHARED / "chestxray_kermany", "format": "chestxray-folders"}
 
 
 def run_cli(main, argv: list[str], what: str) -> None:
@@ -97,15 +98,20 @@ def plan_and_preprocess(dataset_id: int, method: str, schedule: str, num_folds: 
                 f"planning {method}")
 
 
+def model_folder(dataset_id: int, method: str) -> Path:
+    """Where autouad_train put the method's folds (the planner's default plans)."""
+    from autouad.paths import find_dataset_name, results_root
+    return results_root() / find_dataset_name(dataset_id) / f"{method}__autouadPlans_{method}"
+
+
 def train_folds(dataset_id: int, method: str, schedule: str, folds: list[int], num_folds: int | None) -> dict:
     """Plan, preprocess and train; returns {fold: training seconds} (from each fold's log).
     ``num_folds`` None: the planner's choice."""
     from autouad.cli.train import main as train_main
-    from autouad.paths import find_dataset_name, results_root
     from autouad.utils.files import load_json
 
     plan_and_preprocess(dataset_id, method, schedule, num_folds)
-    model = results_root() / find_dataset_name(dataset_id) / f"{method}__autouadPlans_{method}"
+    model = model_folder(dataset_id, method)
     seconds = {}
     for fold in folds:
         argv = [str(dataset_id), str(fold), "-m", method]
@@ -181,13 +187,13 @@ def recalibrated_model(dataset_id: int, method: str, fold: int, cases: list[str]
     Returns the threshold record."""
     from autouad.calibration.thresholds import THRESHOLD_FILE, calibrate, load_validation_cases
     from autouad.methods import trainer_class
-    from autouad.paths import find_dataset_name, preprocessed_root, results_root
+    from autouad.paths import find_dataset_name, preprocessed_root
     from autouad.training.base_trainer import CHECKPOINT_FINAL, LOG_FILE, VALIDATION_FOLDER
     from autouad.training.fold_data import load_preprocessed_case
     from autouad.utils.files import load_json, save_json, save_npy
 
     dataset = find_dataset_name(dataset_id)
-    model = results_root() / dataset / f"{method}__autouadPlans_{method}"
+    model = model_folder(dataset_id, method)
     plans = load_json(model / "plans.json")
     fold_folder, view_fold = model / f"fold_{fold}", view / f"fold_{fold}"
     if view_fold.exists():
@@ -229,36 +235,34 @@ def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> d
     percentile of normal slices (which the masks define) gives none."""
     from autouad.cli.predict import main as predict_main
     from autouad.evaluation.evaluator import evaluate_folders
-    from autouad.paths import find_dataset_name, results_root
     from autouad.utils.files import load_json
 
     start = time.perf_counter()
     seconds = train_folds(BRATS["id"], method, args.schedule, args.folds, 2)
-    model = results_root() / find_dataset_name(BRATS["id"]) / f"{method}__autouadPlans_{method}"
-    views = {"training patients": work / "calibrated_on_training_patients" / method}
-    if all(load_json(model / f"fold_{fold}" / "threshold.json")["strategy"] == "histogram_peak"
-           for fold in args.folds):
-        views["own histogram"] = model
+    model = model_folder(BRATS["id"], method)
+    splits = {fold: fold_split(BRATS["id"], fold) for fold in args.folds}
+    inputs = {fold: link_cases(raw, split["val"], work / "inputs" / f"brats_fold_{fold}")
+              for fold, split in splits.items()}
+    training_view = work / "calibrated_on_training_patients" / method
+    for fold, split in splits.items():
+        recalibrated_model(BRATS["id"], method, fold, split["train"], training_view)
+    # (row name, model folder to predict with, prediction folder, the cut's words or None: the folds' own)
+    variants = [(method, training_view, method, None)]
+    if all(load_json(model / f"fold_{fold}" / "threshold.json")["strategy"] == "histogram_peak" for fold in splits):
+        variants.append((f"{method} {OWN_HISTOGRAM}", model, f"{method}_own_histogram",
+                         "histogram peak of the scored patients' own maps (label-free, no mask seen)"))
     rows = {}
-    for which, view in views.items():
+    for name, view, folder, cut in variants:
         parts = []
-        for fold in args.folds:
-            split = fold_split(BRATS["id"], fold)
-            if which == "training patients":
-                recalibrated_model(BRATS["id"], method, fold, split["train"], view)
-            inputs = link_cases(raw, split["val"], work / "inputs" / f"brats_fold_{fold}")
-            out = work / "predictions" / "brats" / (method if which == "training patients" else
-                                                    f"{method}_own_histogram") / f"fold_{fold}"
-            run_cli(predict_main, ["-i", str(inputs), "-o", str(out), "--model-folder", str(view),
+        for fold in splits:
+            out = work / "predictions" / "brats" / folder / f"fold_{fold}"
+            run_cli(predict_main, ["-i", str(inputs[fold]), "-o", str(out), "--model-folder", str(view),
                                    "-f", str(fold), "--rois", str(raw / "roisTr"), "--save-maps"],
-                    f"predicting {method} fold {fold}")
+                    f"predicting {name} fold {fold}")
             parts.append(out)
-        merged = merge_predictions(parts, parts[0].parent / "cross_validation")
-        row = dict(pixel_row(evaluate_folders(reference, merged)), cut=fold_cuts(parts),
-                   training_seconds=sum(seconds.values()), wall_seconds=time.perf_counter() - start)
-        if which == "own histogram":
-            row["cut"] = "histogram peak of the scored patients' own maps (label-free, no mask seen)"
-        rows[method if which == "training patients" else f"{method} {OWN_HISTOGRAM}"] = row
+        merged = merge_predictions(parts, work / "predictions" / "brats" / folder / "cross_validation")
+        rows[name] = dict(pixel_row(evaluate_folders(reference, merged)), cut=cut or fold_cuts(parts),
+                          training_seconds=sum(seconds.values()), wall_seconds=time.perf_counter() - start)
     return rows
 
 

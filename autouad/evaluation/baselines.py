@@ -140,8 +140,7 @@ def intensity_baseline_predictions(cases: list, reference_cases: list, channel: 
     AUROC, AP and the best-possible Dice (the baseline at its oracle threshold)."""
     from autouad.dataset.validation import load_case
     from autouad.fingerprint.extractor import slice_is_reference
-    from autouad.inference.outputs import MAPS_FOLDER, ROIS_FOLDER
-    from autouad.inference.outputs import write_image
+    from autouad.inference.outputs import MAPS_FOLDER, ROIS_FOLDER, write_image
     from autouad.preprocessing.foreground import foreground_mask
 
     if side not in ("above", "below"):
