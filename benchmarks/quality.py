@@ -430,10 +430,10 @@ def main(argv=None) -> int:
     for kind in ("raw", "preprocessed", "results"):
         (work / kind).mkdir(parents=True, exist_ok=True)
         os.environ[f"AUTOUAD_{kind}"] = str(work / kind)
-    import platform
-
     import torch
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+
+    from autouad.utils.machine import processor_name
+    machine = (f"{processor_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
                f"torch {torch.__version__}"
                + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU only"))
     results = Results((args.results or work / "quality.json").resolve(), args.schedule, args.folds, machine)
