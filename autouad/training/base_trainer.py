@@ -33,6 +33,7 @@ from autouad.training.fold_data import FoldData, PreprocessedCase, TrainingError
 from autouad.training.logger import TrainingLog
 from autouad.training.sampling import PoolBatchLoader
 from autouad.utils.files import save_figure, save_json, save_npy
+from autouad.utils.machine import flush_denormals
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_FINAL = "checkpoint_final.pt"
@@ -77,6 +78,7 @@ class AutoUADTrainer:
     def __init__(self, plans: dict, fold: int, preprocessed_dataset_folder: Path | None, output_folder: Path,
                  device: str | torch.device = "cpu", schedule_overrides: dict | None = None,
                  seed: int = 12345, rank: int = 0, world_size: int = 1):
+        flush_denormals()  # training and prediction both build a trainer; see flush_denormals for why
         self.plans = plans
         self.settings = plans["method_settings"]
         self.fold = fold
