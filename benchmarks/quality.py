@@ -368,18 +368,21 @@ class Results:
                 self.data[dataset].update(old.get(dataset) or {})
 
     def record(self, dataset: str, name: str, row: dict) -> None:
-        self.data[dataset][name] = dict(row, machine=self.machine, measured=time.strftime("%Y-%m-%d %H:%M"))
+        from autouad.evaluation.metrics import undefined_to_none
+        # an undefined figure (the AUROC of a fold without anomalies, say) is null, as in the
+        # evaluator's summaries: strict JSON, and the table prints it as n/a
+        row = undefined_to_none(dict(row, machine=self.machine, measured=time.strftime("%Y-%m-%d %H:%M")))
+        self.data[dataset][name] = row
         self.save()
 
     def save(self) -> None:
-        from autouad.utils.files import atomic_output
+        from autouad.utils.files import atomic_output, save_json
         for dataset in ("brats", "kermany"):
             rows = self.data[dataset]
             self.data[dataset] = {k: rows[k] for k in sorted(rows, key=row_rank)}
-        for path, text in ((self.path, json.dumps(self.data, indent=2) + "\n"),
-                           (self.path.with_suffix(".md"), markdown(self.data) + "\n")):
-            with atomic_output(path) as tmp:
-                tmp.write_text(text)
+        save_json(self.data, self.path)
+        with atomic_output(self.path.with_suffix(".md")) as tmp:
+            tmp.write_text(markdown(self.data) + "\n")
 
 
 def table(title: str, columns: list[str], rows: dict, cells) -> list[str]:

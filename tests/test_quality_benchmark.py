@@ -89,5 +89,10 @@ def test_results_accumulate_and_refuse_another_schedule(tmp_path):
     assert list(saved["brats"]) == [quality.FLAIR_LABEL_FREE, "ascnet", f"ascnet {quality.OWN_HISTOGRAM}", "vae"]
     assert saved["brats"]["vae"]["machine"] == "machine A"
     assert "| vae | error: RuntimeError: stopped |" in path.with_suffix(".md").read_text()
+    # an undefined figure is null in the JSON (strict: no NaN) and n/a in the table
+    second.record("kermany", "vae", {"auroc": float("nan"), "average_precision": 0.5, "training_seconds": 60.0})
+    saved = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert saved["kermany"]["vae"]["auroc"] is None
+    assert "| vae | n/a | 0.500 | n/a | n/a | n/a | n/a | 1.0 min |" in path.with_suffix(".md").read_text()
     with pytest.raises(SystemExit, match="smoke"):
         quality.Results(path, "smoke", [0, 1], "machine C")
