@@ -21,8 +21,10 @@ its own so that its peak memory is its own:
 * peak memory: the process's peak resident set (CPU) or torch's peak allocation (GPU).
 
 Beside them the machine's own limit, measured in the same run on the same device: the throughput of
-a large 3x3 convolution (16 x 256 x 64 x 64, 256 filters) and of a 4096 x 4096 matrix product. Each
-achieved FLOP/s is printed as a fraction of the convolution's. Results: a JSON file and a Markdown
+a large 3x3 convolution (16 x 256 x 64 x 64, 256 filters) and of a 4096 x 4096 matrix product, once at
+the start and again in each method's process just before its figures (a shared host's speed drifts
+between minutes). Each achieved FLOP/s is printed as a fraction of the convolution's measured beside
+it. Results: a JSON file and a Markdown
 table on stdout. Figures depend on the machine: the output names it.
 """
 from __future__ import annotations
@@ -134,6 +136,11 @@ def measure_method(method: str, workspace: Path, device: torch.device, train_ste
     out = {"method": method, "slice_size": [h, w], "batch_size": trainer.batch_size,
            "input_channels": len(trainer.input_channels)}
 
+    # The limit again, in this process just before its figures: on a shared host the same convolution
+    # ran at 171 GFLOP/s in one run and 299 in the next, so a fraction is only fair against a limit
+    # measured beside it.
+    out["limit"] = machine_limit(device)
+
     # training: the main phase's steps, the networks in training mode as the base's loop puts them
     phase = max(trainer.phases, key=lambda p: p.iterations)
     for network in trainer.networks.values():
@@ -223,24 +230,30 @@ def machine_description(device: torch.device) -> str:
 
 
 def markdown_table(result: dict) -> str:
-    limit = result["limit"]["conv3x3_flops_per_s"]
+    measured = [r for r in result["methods"] if "error" not in r]
+    convs = [r["limit"]["conv3x3_flops_per_s"] for r in measured if "limit" in r]
+    beside = (f"; beside each method: {min(convs) / 1e9:.1f}-{max(convs) / 1e9:.1f} GFLOP/s" if convs else "")
     lines = [f"Machine: {result['machine']} ({result['device']}); measured limit: 3x3 convolution "
-             f"{limit / 1e9:.1f} GFLOP/s, matrix product {result['limit']['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s",
+             f"{result['limit']['conv3x3_flops_per_s'] / 1e9:.1f} GFLOP/s at the start{beside}; matrix product "
+             f"{result['limit']['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s",
              "",
-             "| method | slice | batch | inference slices/s | GFLOP/slice | inference GFLOP/s (of limit) "
-             "| training steps/s | training GFLOP/s (of limit) | training time making batches "
-             "| preprocessing s/volume | autouad_predict volumes/s (model busy) | peak memory |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | slice | batch | inference slices/s | GFLOP/slice | conv limit GFLOP/s "
+             "| inference GFLOP/s (of limit) | training steps/s | training GFLOP/s (of limit) "
+             "| training time making batches | preprocessing s/volume | autouad_predict volumes/s (model busy) "
+             "| peak memory |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["methods"]:
         if "error" in r:
             lines.append(f"| {r['method']} | error: {r['error']} |")
             continue
+        # the method's own limit, measured in its process just before its figures
+        limit = r.get("limit", result["limit"])["conv3x3_flops_per_s"]
         inf = r["inference_slices_per_s"] * r["inference_flops_per_slice"]
         train = r["train_steps_per_s"] * r["train_flops_per_step"]
         lines.append(
             f"| {r['method']} | {r['slice_size'][0]}x{r['slice_size'][1]} | {r['batch_size']} "
             f"| {r['inference_slices_per_s']:.1f} | {r['inference_flops_per_slice'] / 1e9:.3f} "
-            f"| {inf / 1e9:.1f} ({inf / limit:.0%}) | {r['train_steps_per_s']:.3f} "
+            f"| {limit / 1e9:.1f} | {inf / 1e9:.1f} ({inf / limit:.0%}) | {r['train_steps_per_s']:.3f} "
             f"| {train / 1e9:.1f} ({train / limit:.0%}) | {r['train_data_fraction']:.1%} "
             f"| {r['preprocessing_s_per_volume']:.2f} "
             f"| {r['predict_volumes_per_s']:.2f} ({r['predict_model_busy_fraction']:.0%}) "
