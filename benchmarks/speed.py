@@ -24,8 +24,8 @@ Beside them the machine's own limit, measured in the same run on the same device
 a large 3x3 convolution (16 x 256 x 64 x 64, 256 filters) and of a 4096 x 4096 matrix product, once at
 the start and again in each method's process just before its figures (a shared host's speed drifts
 between minutes). Each achieved FLOP/s is printed as a fraction of the convolution's measured beside
-it. Results: a JSON file and a Markdown
-table on stdout. Figures depend on the machine: the output names it.
+it. Results: a JSON file and a Markdown table on stdout. Figures depend on the machine: the output
+names it.
 """
 from __future__ import annotations
 
