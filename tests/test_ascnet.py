@@ -220,3 +220,20 @@ def test_killed_run_resumes_exactly(trainer_factory):
     second.run_training()
     assert without_times(second.log.entries) == reference_log
     assert same(reference_weights, state(second.networks["M"]))
+
+
+def test_a_main_step_cap_gives_both_steps_the_same_fewer_epochs(trainer_factory):
+    def steps(trainer):
+        return {p.name: p.iterations for p in trainer.phases}
+    uncapped = trainer_factory({"epochs_per_step": 6, "max_iterations_per_step": None})
+    per_epoch = uncapped.iterations_per_epoch
+    main, d1, d2 = (per_epoch(len(uncapped.inputs)), per_epoch(len(uncapped.discriminator_kinds[1])),
+                    per_epoch(len(uncapped.discriminator_kinds[2])))
+    assert steps(uncapped)["stage1/cycle1/main"] == 6 * main
+    # a cap above the main step's iterations changes nothing (BraTS-6 at `fast`)
+    assert steps(trainer_factory({"epochs_per_step": 6, "max_iterations_per_step": None,
+                                  "max_main_iterations_per_step": 6 * main})) == steps(uncapped)
+    capped = steps(trainer_factory({"epochs_per_step": 6, "max_iterations_per_step": None,
+                                    "max_main_iterations_per_step": 3 * main}))
+    assert capped["stage1/cycle1/main"] == capped["stage2/cycle1/main"] == 3 * main
+    assert capped["stage1/cycle1/discriminator"] == 3 * d1 and capped["stage2/cycle1/discriminator"] == 3 * d2

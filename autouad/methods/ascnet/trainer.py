@@ -7,7 +7,12 @@ the rest, the reference slices (normal cases, or slices without anomaly under th
 R_d and I_in is grown with random duplicates until both are equally large (the authors' code).
 
 One cycle = a discriminator step then a main-module step, each of ``epochs_per_step`` epochs
-(capped at ``max_iterations_per_step`` iterations on the CPU schedules):
+(capped at ``max_iterations_per_step`` iterations on the CPU schedules). ``max_main_iterations_per_step``
+lowers the epochs of both steps alike on a large dataset, so that D and M keep the same number of
+epochs (D's pools are two and four times M's, so its steps have two and four times the iterations)
+and a CPU fold keeps its time budget: an M iteration costs about four D iterations (it back-propagates
+through M and, twice, through D); on the Kermany X-rays the 600-iteration cap alone would have made
+a `fast` fold take about three hours on 2 CPU cores.
 
 * D step: R_d labelled +1 and I_fc(I_in) labelled -1, shuffled together; in stage 2 the true set
   becomes R_d ∪ I_fc(R_d) and the fence cuts of I_in are drawn twice as often to keep the balance.
@@ -94,11 +99,14 @@ class ASCNetTrainer(AutoUADTrainer):
         return {k: torch.optim.Adam(self.networks[k].parameters(), lr=lr) for k in ("M", "D")}
 
     def build_phases(self) -> list[Phase]:
-        epochs = int(self.schedule.get("epochs_per_step", 1))
+        epochs = float(self.schedule.get("epochs_per_step", 1))
+        main_cap = self.schedule.get("max_main_iterations_per_step")
+        if main_cap:
+            epochs = min(epochs, int(main_cap) / self.iterations_per_epoch(len(self.inputs)))
         cap = self.schedule.get("max_iterations_per_step")
 
         def iterations(pool_size: int) -> int:
-            n = epochs * self.iterations_per_epoch(pool_size)
+            n = max(1, round(epochs * self.iterations_per_epoch(pool_size)))
             return min(n, int(cap)) if cap else n
 
         phases = []
