@@ -351,6 +351,11 @@ def fmt(value, std=None, digits=3) -> str:
     return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
+def strip_stamp(row: dict) -> dict:
+    """A row without where and when it was measured: its figures."""
+    return {k: v for k, v in row.items() if k not in ("machine", "measured")}
+
+
 class Results:
     """quality.json and quality.md: the rows of every run with the same schedule and folds, so that
     a benchmark of many hours can be run a few methods at a time (``--methods``), on several days or
@@ -372,6 +377,11 @@ class Results:
         # an undefined figure (the AUROC of a fold without anomalies, say) is null, as in the
         # evaluator's summaries: strict JSON, and the table prints it as n/a
         row = undefined_to_none(dict(row, machine=self.machine, measured=time.strftime("%Y-%m-%d %H:%M")))
+        old = self.data[dataset].get(name)
+        if old is not None and strip_stamp(old) == strip_stamp(row):
+            # every run re-measures its dataset's baselines (seconds of work); the same figures keep
+            # the row's first machine and date, so the results file changes only where a figure did
+            return
         self.data[dataset][name] = row
         self.save()
 

@@ -94,5 +94,11 @@ def test_results_accumulate_and_refuse_another_schedule(tmp_path):
     saved = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
     assert saved["kermany"]["vae"]["auroc"] is None
     assert "| vae | n/a | 0.500 | n/a | n/a | n/a | n/a | 1.0 min |" in path.with_suffix(".md").read_text()
+    # a re-measured row with the same figures keeps its first stamp; other figures replace it
+    third = quality.Results(path, "fast", [0, 1], "machine C")
+    third.record("brats", "vae", {"error": "RuntimeError: stopped"})
+    assert json.loads(path.read_text())["brats"]["vae"]["machine"] == "machine A"
+    third.record("brats", "vae", {"error": "RuntimeError: stopped elsewhere"})
+    assert json.loads(path.read_text())["brats"]["vae"]["machine"] == "machine C"
     with pytest.raises(SystemExit, match="smoke"):
         quality.Results(path, "smoke", [0, 1], "machine C")
