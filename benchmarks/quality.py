@@ -352,8 +352,9 @@ def fmt(value, std=None, digits=3) -> str:
 
 
 def strip_stamp(row: dict) -> dict:
-    """A row without where and when it was measured: its figures."""
-    return {k: v for k, v in row.items() if k not in ("machine", "measured")}
+    """A row without where and when it was measured: its figures, as the JSON file holds them (a
+    (mean, std) tuple reads back as a list)."""
+    return json.loads(json.dumps({k: v for k, v in row.items() if k not in ("machine", "measured")}))
 
 
 class Results:

@@ -97,7 +97,11 @@ def test_results_accumulate_and_refuse_another_schedule(tmp_path):
     # a re-measured row with the same figures keeps its first stamp; other figures replace it
     third = quality.Results(path, "fast", [0, 1], "machine C")
     third.record("brats", "vae", {"error": "RuntimeError: stopped"})
-    assert json.loads(path.read_text())["brats"]["vae"]["machine"] == "machine A"
+    second.record("kermany", "vae", {"dice": (0.5, 0.25), "training_seconds": 60.0})
+    quality.Results(path, "fast", [0, 1], "machine D").record("kermany", "vae", {"dice": (0.5, 0.25),
+                                                                               "training_seconds": 60.0})
+    saved = json.loads(path.read_text())
+    assert (saved["brats"]["vae"]["machine"], saved["kermany"]["vae"]["machine"]) == ("machine A", "machine B")
     third.record("brats", "vae", {"error": "RuntimeError: stopped elsewhere"})
     assert json.loads(path.read_text())["brats"]["vae"]["machine"] == "machine C"
     with pytest.raises(SystemExit, match="smoke"):
