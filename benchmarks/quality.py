@@ -114,13 +114,29 @@ def train_folds(dataset_id: int, method: str, schedule: str, folds: list[int], n
     model = model_folder(dataset_id, method)
     seconds = {}
     for fold in folds:
-        argv = [str(dataset_id), str(fold), "-m", method]
-        if (model / f"fold_{fold}" / "checkpoint_latest.pt").is_file():
-            argv.append("--continue")  # a finished fold is not trained again, an interrupted one continues
-        run_cli(train_main, argv, f"training {method} fold {fold}")
+        if fold_complete(model / f"fold_{fold}"):
+            print(f"{method} fold {fold}: trained, exported and calibrated by an earlier run; reused")
+        else:
+            argv = [str(dataset_id), str(fold), "-m", method]
+            if (model / f"fold_{fold}" / "checkpoint_latest.pt").is_file():
+                argv.append("--continue")  # an interrupted fold continues from its checkpoint
+            run_cli(train_main, argv, f"training {method} fold {fold}")
         log = load_json(model / f"fold_{fold}" / "training_log.json")
         seconds[fold] = max((e.get("seconds", 0.0) for e in log.get("entries", [])), default=0.0)
     return seconds
+
+
+def fold_complete(fold_folder: Path) -> bool:
+    """Whether autouad_train finished this fold, exported its validation maps and calibrated its
+    threshold after its final checkpoint was written. ``autouad_train --continue`` on a finished fold
+    exports the maps again (minutes for a thousand X-rays), which a resumed benchmark does not need."""
+    from autouad.calibration.thresholds import THRESHOLD_FILE
+    from autouad.evaluation.fold_validation import SUMMARY_FILE
+    from autouad.training.base_trainer import CHECKPOINT_FINAL, VALIDATION_FOLDER
+
+    final = fold_folder / CHECKPOINT_FINAL
+    after = [fold_folder / THRESHOLD_FILE, fold_folder / VALIDATION_FOLDER / SUMMARY_FILE]
+    return final.is_file() and all(p.is_file() and p.stat().st_mtime >= final.stat().st_mtime for p in after)
 
 
 def failed(dataset: str, method: str, error: Exception) -> dict:

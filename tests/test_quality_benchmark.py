@@ -2,6 +2,8 @@
 it is scored on; results accumulate across runs of the same schedule and refuse another's."""
 import importlib.util
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,20 @@ def test_a_folds_cut_is_calibrated_on_its_training_patients(trained_vae, tmp_pat
     used = load_json(out / "predictions.json")["fold_thresholds"]
     assert [t["value"] for t in used.values()] == [record["value"]]
     assert quality.fold_cuts([out]) == "best Dice on the training patients' masks"
+
+
+def test_a_resumed_run_reuses_a_finished_fold_and_continues_an_unfinished_one(trained_vae, tmp_path):
+    fold = tmp_path / "fold_0"
+    shutil.copytree(trained_vae["results"] / DATASET / "vae__autouadPlans_vae" / "fold_0", fold)
+    assert quality.fold_complete(fold)
+    final = fold / "checkpoint_final.pt"
+    later = (fold / "threshold.json").stat().st_mtime + 10
+    os.utime(final, (later, later))  # trained again after its calibration: its maps are stale
+    assert not quality.fold_complete(fold)
+    os.utime(final, (later - 20, later - 20))
+    (fold / "validation" / "summary.json").unlink()  # interrupted before the validation was scored
+    assert not quality.fold_complete(fold)
+    assert not quality.fold_complete(tmp_path / "fold_1")
 
 
 def test_results_accumulate_and_refuse_another_schedule(tmp_path):
