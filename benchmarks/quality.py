@@ -114,14 +114,15 @@ def train_folds(dataset_id: int, method: str, schedule: str, folds: list[int], n
     model = model_folder(dataset_id, method)
     seconds = {}
     for fold in folds:
-        if fold_complete(model / f"fold_{fold}"):
+        fold_folder = model / f"fold_{fold}"
+        if fold_complete(fold_folder):
             print(f"{method} fold {fold}: trained, exported and calibrated by an earlier run; reused")
         else:
             argv = [str(dataset_id), str(fold), "-m", method]
-            if (model / f"fold_{fold}" / "checkpoint_latest.pt").is_file():
+            if (fold_folder / "checkpoint_latest.pt").is_file():
                 argv.append("--continue")  # an interrupted fold continues from its checkpoint
             run_cli(train_main, argv, f"training {method} fold {fold}")
-        log = load_json(model / f"fold_{fold}" / "training_log.json")
+        log = load_json(fold_folder / "training_log.json")
         seconds[fold] = max((e.get("seconds", 0.0) for e in log.get("entries", [])), default=0.0)
     return seconds
 

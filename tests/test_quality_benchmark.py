@@ -78,7 +78,7 @@ def test_a_folds_cut_is_calibrated_on_its_training_patients(trained_vae, tmp_pat
     assert quality.fold_cuts([out]) == "best Dice on the training patients' masks"
 
 
-def test_a_resumed_run_reuses_a_finished_fold_and_continues_an_unfinished_one(trained_vae, tmp_path):
+def test_a_resumed_run_reuses_only_a_fold_trained_exported_and_calibrated(trained_vae, tmp_path):
     fold = tmp_path / "fold_0"
     shutil.copytree(trained_vae["results"] / DATASET / "vae__autouadPlans_vae" / "fold_0", fold)
     assert quality.fold_complete(fold)
