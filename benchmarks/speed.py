@@ -1,11 +1,13 @@
 """How fast each method runs, and how close that is to what this machine can do.
 
-    python benchmarks/speed.py [--methods ascnet caae ...] [--device auto|cpu|cuda] [--output speed.json]
+    python benchmarks/speed.py [--methods ascnet caae ...] [--device auto|cpu|cuda] [--slice-size H W]
+                               [--output speed.json]
 
 Builds a small demo dataset (the project's own generator, 1 mm MNI anatomy) in a temporary folder,
 plans and preprocesses it for every method with the ``fast`` schedule (the planned slice size and
-batch of a CPU run; ``--schedule paper`` for the paper's), and measures, each method in a process of
-its own so that its peak memory is its own:
+batch of a CPU run; ``--schedule paper`` for the paper's; ``--slice-size H W`` pins the slice size,
+scaling the planned spacing to fit), and measures, each method in a process of its own so that its
+peak memory is its own:
 
 * inference: slices per second through ``predict_slices`` (evaluation mode, inference mode, the
   predictor's batch of twice the training batch), at the planned slice size;
@@ -209,8 +211,33 @@ def predict_folder(trainer, plans_path: Path, workspace: Path, device: torch.dev
 
 
 # ---- the run ------------------------------------------------------------------------------------------
-def prepare_workspace(workspace: Path, methods: list[str], schedule: str) -> None:
-    from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
+def pin_slice_size(plans: dict, size: tuple[int, int]) -> dict:
+    """The plans with their slice size pinned to ``size``, for a speed figure stated at a fixed size (the
+    issue's GPU bar: ASC-Net at 160x160). A spacing plan's spacing is scaled by the one factor that fits
+    its planned field of view (slice size x spacing, which holds the largest foreground box) into
+    ``size``; a resize plan (2D images) is resized to it. The batch size stays the planned one."""
+    from autouad.planning.method_plans import load_method_plans
+
+    divisor = load_method_plans(plans["method"])["geometry"]["slice_size_divisor"]
+    if any(s % divisor for s in size):
+        raise ValueError(f"--slice-size {size[0]} {size[1]}: {plans['method']} needs multiples of {divisor}")
+    geometry = plans["preprocessing"]
+    planned = geometry["slice_size"]
+    if geometry["mode"] == "spacing":
+        factor = max(p / n for p, n in zip(planned, size))
+        geometry["target_spacing"] = [round(s * factor, 6) for s in geometry["target_spacing"]]
+    geometry["slice_size"] = list(size)
+    plans["reasons"]["geometry"] = (f"pinned by benchmarks/speed.py --slice-size to {size[0]}x{size[1]} (planned "
+                                    f"{planned[0]}x{planned[1]})")
+    return plans
+
+
+def prepare_workspace(workspace: Path, methods: list[str], schedule: str,
+                      slice_size: tuple[int, int] | None = None) -> None:
+    from autouad.cli.plan_and_preprocess import main_plan_and_preprocess, main_preprocess
+    from autouad.paths import preprocessed_root
+    from autouad.planning.plans_files import find_plans
+    from autouad.utils.files import save_json
     from dataset_conversion import demo
 
     for kind in ("raw", "preprocessed", "results"):
@@ -218,7 +245,16 @@ def prepare_workspace(workspace: Path, methods: list[str], schedule: str) -> Non
     demo.convert(DATASET_ID, raw_folder=workspace / "raw", seed=0, num_normal=2, num_patients=2, num_test=2,
                  spacing=1.0)
     for method in methods:
-        if main_plan_and_preprocess(["-d", str(DATASET_ID), "-m", method, "--schedule", schedule, "--np", "1"]) != 0:
+        common = ["-d", str(DATASET_ID), "-m", method, "--np", "1"]
+        if slice_size is None:
+            status = main_plan_and_preprocess(common + ["--schedule", schedule])
+        else:
+            status = main_plan_and_preprocess(common + ["--schedule", schedule, "--no-preprocess"])
+            if status == 0:
+                plans, plans_path = find_plans(next(preprocessed_root().glob(f"Dataset{DATASET_ID}_*")), method)
+                save_json(pin_slice_size(plans, slice_size), plans_path)
+                status = main_preprocess(common)
+        if status != 0:
             raise RuntimeError(f"planning {method} failed")
 
 
@@ -267,6 +303,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu or cuda")
     parser.add_argument("--schedule", default="fast", choices=["fast", "paper", "smoke"],
                         help="whose planned slice size and batch to measure (default fast)")
+    parser.add_argument("--slice-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="pin every method's slice size (e.g. 160 160, the size of the issue's GPU bar for "
+                             "ASC-Net) instead of the planned one")
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per method (best of)")
     parser.add_argument("--inference-batches", type=int, default=4, help="predictor batches timed per method")
     parser.add_argument("--output", type=Path, default=Path("speed.json"))
@@ -285,8 +324,9 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="autouad_speed_") as tmp:
         workspace = Path(tmp)
-        prepare_workspace(workspace, args.methods, args.schedule)
+        prepare_workspace(workspace, args.methods, args.schedule, args.slice_size and tuple(args.slice_size))
         result = {"machine": machine_description(device), "device": str(device), "schedule": args.schedule,
+                  "pinned_slice_size": args.slice_size,
                   "limit": machine_limit(device), "methods": []}
         for method in args.methods:
             print(f"measuring {method} ...", file=sys.stderr, flush=True)

@@ -1,10 +1,8 @@
 """benchmarks/quality.py: each fold's cut comes from its training patients, never from the patients
 it is scored on; results accumulate across runs of the same schedule and refuse another's."""
-import importlib.util
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -14,20 +12,12 @@ from autouad.cli.predict import main as predict_main
 from autouad.cli.train import main as train_main
 from autouad.utils.files import load_json, load_npy
 from dataset_conversion import demo
-from tests.conftest import autouad_folders
+from tests.conftest import autouad_folders, load_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
 DATASET = "Dataset007_DemoBrainMRI"
 
 
-def load_quality():
-    spec = importlib.util.spec_from_file_location("quality_benchmark", REPO / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-quality = load_quality()
+quality = load_benchmark("quality")
 
 
 @pytest.fixture(scope="module")
