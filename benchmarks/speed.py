@@ -10,7 +10,7 @@ scaling the planned spacing to fit), and measures, each method in a process of i
 peak memory is its own:
 
 * inference: slices per second through ``predict_slices`` (evaluation mode, inference mode, the
-  predictor's batch of twice the training batch), at the planned slice size;
+  predictor's batch of twice the training batch), at the planned (or pinned) slice size;
 * FLOPs per slice of that forward pass (torch's FLOP counter: convolutions and matrix products,
   2 per multiply-add) and so the achieved FLOP/s;
 * training: steps per second of the method's main phase (the one with the most iterations),
