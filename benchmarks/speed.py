@@ -32,6 +32,7 @@ names it.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -215,9 +216,11 @@ def pin_slice_size(plans: dict, size: tuple[int, int]) -> dict:
     """The plans with their slice size pinned to ``size``, for a speed figure stated at a fixed size (the
     issue's GPU bar: ASC-Net at 160x160). A spacing plan's spacing is scaled by the one factor that fits
     its planned field of view (slice size x spacing, which holds the largest foreground box) into
-    ``size``; a resize plan (2D images) is resized to it. The batch size stays the planned one."""
+    ``size``; a resize plan (2D images) is resized to it. The batch size stays the planned one. The
+    given plans are left as they are."""
     from autouad.planning.method_plans import load_method_plans
 
+    plans = copy.deepcopy(plans)
     divisor = load_method_plans(plans["method"])["geometry"]["slice_size_divisor"]
     if any(s % divisor for s in size):
         raise ValueError(f"--slice-size {size[0]} {size[1]}: {plans['method']} needs multiples of {divisor}")
@@ -246,10 +249,11 @@ def prepare_workspace(workspace: Path, methods: list[str], schedule: str,
                  spacing=1.0)
     for method in methods:
         common = ["-d", str(DATASET_ID), "-m", method, "--np", "1"]
+        planning = common + ["--schedule", schedule]
         if slice_size is None:
-            status = main_plan_and_preprocess(common + ["--schedule", schedule])
+            status = main_plan_and_preprocess(planning)
         else:
-            status = main_plan_and_preprocess(common + ["--schedule", schedule, "--no-preprocess"])
+            status = main_plan_and_preprocess(planning + ["--no-preprocess"])
             if status == 0:
                 plans, plans_path = find_plans(next(preprocessed_root().glob(f"Dataset{DATASET_ID}_*")), method)
                 save_json(pin_slice_size(plans, slice_size), plans_path)

@@ -43,4 +43,3 @@ def test_install_requires_keeps_a_torch_range_for_gpu_users():
     torch_requirements = re.findall(r'"torch([^"]*)"', setup)
     assert torch_requirements, "setup.py does not require torch"
     assert all("==" not in spec for spec in torch_requirements), torch_requirements
-
