@@ -6,6 +6,9 @@
 
 When a variable is unset, autouad falls back to ``~/autouad_data/<raw|preprocessed|results>``
 and says once which variable is unset and how to set it.
+
+The variables are only defaults: the Python API (autouad.api) takes the folders as arguments and
+library code receives them as paths; nothing in autouad sets the variables.
 """
 from __future__ import annotations
 
@@ -55,17 +58,23 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{dataset_id:03d}_{name}"
 
 
-def find_dataset_name(dataset: str | int) -> str:
+def folder(kind: str, given: str | Path | None = None) -> Path:
+    """``given``, else the folder of ``kind`` (raw, preprocessed, results) from its AUTOUAD_* variable."""
+    return Path(given).expanduser() if given is not None else _folder(kind)
+
+
+def find_dataset_name(dataset: str | int, roots: tuple[Path, ...] | None = None) -> str:
     """Resolve an id (``3``, ``"003"``) or a full name (``"Dataset003_Demo"``) to the folder name,
-    looking in the raw, preprocessed and results folders, in that order."""
+    looking in ``roots`` (default: the raw, preprocessed and results folders), in that order."""
     text = str(dataset)
     if DATASET_FOLDER_RE.match(text):
         return text
     if not text.isdigit():
         raise ValueError(f"{text!r} is neither a dataset id nor a DatasetXXX_Name folder name")
     dataset_id = int(text)
+    roots = roots if roots is not None else (raw_root(), preprocessed_root(), results_root())
     found: set[str] = set()
-    for root in (raw_root(), preprocessed_root(), results_root()):
+    for root in roots:
         if root.is_dir():
             for child in root.iterdir():
                 m = DATASET_FOLDER_RE.match(child.name)
@@ -73,7 +82,7 @@ def find_dataset_name(dataset: str | int) -> str:
                     found.add(child.name)
     if not found:
         raise FileNotFoundError(
-            f"no dataset with id {dataset_id} in {raw_root()}, {preprocessed_root()} or {results_root()}; "
+            f"no dataset with id {dataset_id} in {', '.join(str(r) for r in roots)}; "
             f"convert one first (autouad_convert_dataset) or check {ENV_VARS['raw']}")
     if len(found) > 1:
         raise ValueError(f"dataset id {dataset_id} is ambiguous: {sorted(found)}")

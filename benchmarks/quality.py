@@ -10,7 +10,7 @@ together cover all six patients and are scored at once against the tumour masks 
 
 The held-out patients are the test set here, so no cut may look at them. autouad_train calibrates
 a fold on its validation cases, which are exactly those patients; quality.py therefore calibrates
-each fold again, by the plan's own strategy, on the fold's training patients (recalibrated_model):
+each fold again, by the plan's own strategy, on the fold's training patients (recalibrated_predictor):
 the Dice-optimal cut on their masks (validation_calibrated), the percentile of their normal slices
 (normal_percentile) or the peaks of their maps' histogram (ASC-Net). The price of six patients is
 that the model has seen those patients' normal slices in training, so their maps are a little
@@ -48,7 +48,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SHARED = REPO.parent / "shared" / "data"
-METHODS = ("ascnet", "caae", "aae", "vae", "healthygan", "twophase", "draem")
+from autouad.methods.registry import method_names  # noqa: E402  (after the sys.path line)
+
+METHODS = tuple(method_names())
 FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN = "FLAIR threshold (label-free)", "FLAIR threshold (oracle)", "pixel kNN"
 OWN_HISTOGRAM = "(own-histogram cut)"
 ROW_ORDER = (FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN) + METHODS
@@ -62,66 +64,58 @@ def row_rank(name: str) -> tuple[int, int]:
     return ROW_ORDER.index(base), int(base != name)
 
 
-def run_cli(main, argv: list[str], what: str) -> None:
-    status = main(argv)
-    if status not in (0, None):
-        raise RuntimeError(f"{what} failed (exit status {status}): {' '.join(argv)}")
-
-
 def dataset_folder(root: Path, dataset_id: int) -> Path:
     return next(root.glob(f"Dataset{dataset_id:03d}_*"))
 
 
 def convert(spec: dict, work: Path) -> Path:
-    from dataset_conversion.convert import main as convert_main
+    from dataset_conversion.convert import load_converter
     raw = work / "raw"
     if not any(raw.glob(f"Dataset{spec['id']:03d}_*")):
-        run_cli(convert_main, [spec["format"], "-i", str(spec["source"]), "-d", str(spec["id"])], "conversion")
+        load_converter(spec["format"]).convert(spec["source"], spec["id"], raw_folder=raw)
     return dataset_folder(raw, spec["id"])
 
 
-def plan_and_preprocess(dataset_id: int, method: str, schedule: str, num_folds: int | None,
+def folders(work: Path) -> dict:
+    """The benchmark's own stage folders, given to every API call (the AUTOUAD_* variables are
+    left alone)."""
+    return {"raw_folder": work / "raw", "preprocessed_folder": work / "preprocessed"}
+
+
+def plan_and_preprocess(work: Path, dataset_id: int, method: str, schedule: str, num_folds: int | None,
                         preprocess: bool = True) -> None:
     """The method's plans (and the dataset's patient-wise splits) and preprocessed data. The
     dataset's fingerprint is extracted (and its files checked) once; later methods plan from it."""
-    from autouad.cli.plan_and_preprocess import FINGERPRINT_FILE, main_plan, main_plan_and_preprocess, main_preprocess
-    from autouad.paths import find_dataset_name, preprocessed_root
-
-    options = ["-d", str(dataset_id), "-m", method, "--np", "2"]
-    planning = options + ["--schedule", schedule] + (["--folds", str(num_folds)] if num_folds else [])
-    if (preprocessed_root() / find_dataset_name(dataset_id) / FINGERPRINT_FILE).is_file():
-        run_cli(main_plan, planning, f"planning {method}")
-        if preprocess:
-            run_cli(main_preprocess, options, f"preprocessing {method}")
-    else:
-        run_cli(main_plan_and_preprocess, planning + ([] if preprocess else ["--no-preprocess"]),
-                f"planning {method}")
+    from autouad import api
+    fingerprinted = (dataset_folder(work / "preprocessed", dataset_id) / api.FINGERPRINT_FILE).is_file() \
+        if any((work / "preprocessed").glob(f"Dataset{dataset_id:03d}_*")) else False
+    steps = ("plan",) if fingerprinted else ("fingerprint", "plan")
+    api.plan_and_preprocess(dataset_id, method=method, schedule=schedule, num_folds=num_folds, num_processes=2,
+                            steps=steps + (("preprocess",) if preprocess else ()), **folders(work))
 
 
-def model_folder(dataset_id: int, method: str) -> Path:
+def model_folder(work: Path, dataset_id: int, method: str) -> Path:
     """Where autouad_train put the method's folds (the planner's default plans)."""
-    from autouad.paths import find_dataset_name, results_root
-    return results_root() / find_dataset_name(dataset_id) / f"{method}__autouadPlans_{method}"
+    return dataset_folder(work / "results", dataset_id) / f"{method}__autouadPlans_{method}"
 
 
-def train_folds(dataset_id: int, method: str, schedule: str, folds: list[int], num_folds: int | None) -> dict:
+def train_folds(work: Path, dataset_id: int, method: str, schedule: str, folds: list[int],
+                num_folds: int | None) -> dict:
     """Plan, preprocess and train; returns {fold: training seconds} (from each fold's log).
     ``num_folds`` None: the planner's choice."""
-    from autouad.cli.train import main as train_main
+    from autouad import api
     from autouad.utils.files import load_json
 
-    plan_and_preprocess(dataset_id, method, schedule, num_folds)
-    model = model_folder(dataset_id, method)
+    plan_and_preprocess(work, dataset_id, method, schedule, num_folds)
     seconds = {}
     for fold in folds:
-        fold_folder = model / f"fold_{fold}"
+        fold_folder = model_folder(work, dataset_id, method) / f"fold_{fold}"
         if fold_complete(fold_folder):
             print(f"{method} fold {fold}: trained, exported and calibrated by an earlier run; reused")
         else:
-            argv = [str(dataset_id), str(fold), "-m", method]
-            if (fold_folder / "checkpoint_latest.pt").is_file():
-                argv.append("--continue")  # an interrupted fold continues from its checkpoint
-            run_cli(train_main, argv, f"training {method} fold {fold}")
+            # an interrupted fold continues from its checkpoint
+            api.train(dataset_id, fold, method, continue_training=(fold_folder / "checkpoint_latest.pt").is_file(),
+                      preprocessed_folder=work / "preprocessed", results_folder=work / "results")
         log = load_json(fold_folder / "training_log.json")
         seconds[fold] = max((e.get("seconds", 0.0) for e in log.get("entries", [])), default=0.0)
     return seconds
@@ -147,21 +141,20 @@ def failed(dataset: str, method: str, error: Exception) -> dict:
     return row
 
 
-def fold_split(dataset_id: int, fold: int) -> dict:
-    from autouad.paths import preprocessed_root
+def fold_split(work: Path, dataset_id: int, fold: int) -> dict:
     from autouad.utils.files import load_json
-    return load_json(dataset_folder(preprocessed_root(), dataset_id) / "splits_final.json")[fold]
+    return load_json(dataset_folder(work / "preprocessed", dataset_id) / "splits_final.json")[fold]
 
 
-def link_cases(raw: Path, cases: list[str], folder: Path) -> Path:
-    """A folder of symlinks to the cases' raw channel files (autouad_predict's input layout)."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    for case in cases:
-        for image in sorted((raw / "imagesTr").glob(f"{case}_[0-9][0-9][0-9][0-9]*")):
-            (folder / image.name).symlink_to(image.resolve())
-    return folder
+def input_cases(raw: Path, cases: list[str]) -> list:
+    """The cases' raw files as prediction inputs (the training cases a fold holds out)."""
+    from autouad.dataset.raw_dataset import load_raw_dataset
+    from autouad.inference.inputs import InputCase
+    from autouad.utils.images import file_ending
+
+    by_id = {c.case_id: c for c in load_raw_dataset(raw).training_cases()}
+    return [InputCase(name, by_id[name].images, by_id[name].roi, file_ending(by_id[name].images[0]))
+            for name in cases]
 
 
 def merge_predictions(parts: list[Path], merged: Path) -> Path:
@@ -193,52 +186,26 @@ def pixel_row(summary: dict) -> dict:
             "num_cases": summary.get("num_cases")}
 
 
-def recalibrated_model(dataset_id: int, method: str, fold: int, cases: list[str], view: Path) -> dict:
-    """A view of the trained model in which ``fold``'s threshold is calibrated on ``cases`` (the
-    fold's training patients) instead of on its validation patients, whom quality.py scores.
+def recalibrated_predictor(work: Path, dataset_id: int, method: str, fold: int, cases: list[str]):
+    """The fold's trained model with its threshold calibrated on ``cases`` (the fold's training
+    patients) instead of on its validation patients, whom quality.py scores: the maps of ``cases``
+    are computed in memory and calibrated by the plans' strategy, as a fold's validation maps are.
+    The trained model on disk is left as it is."""
+    from autouad.calibration.thresholds import calibrate
+    from autouad.inference.predictor import AnomalyPredictor
+    from autouad.model import AnomalyModel
+    from autouad.preprocessing.cases import load_preprocessed_case
 
-    The view links the model's plans and the fold's checkpoint and log, and holds its own
-    ``fold_K/validation`` (the maps of ``cases``, as a fold's validation folder holds its
-    validation maps) and ``fold_K/threshold.json``, by the plans' strategy; autouad_predict
-    ``--model-folder view`` then predicts with it. The trained model itself is left as it is.
-    Returns the threshold record."""
-    from autouad.calibration.thresholds import THRESHOLD_FILE, calibrate, load_validation_cases
-    from autouad.methods import trainer_class
-    from autouad.paths import find_dataset_name, preprocessed_root
-    from autouad.training.base_trainer import CHECKPOINT_FINAL, LOG_FILE, VALIDATION_FOLDER
-    from autouad.training.fold_data import load_preprocessed_case
-    from autouad.utils.files import load_json, save_json, save_npy
-
-    dataset = find_dataset_name(dataset_id)
-    model = model_folder(dataset_id, method)
-    plans = load_json(model / "plans.json")
-    fold_folder, view_fold = model / f"fold_{fold}", view / f"fold_{fold}"
-    if view_fold.exists():
-        shutil.rmtree(view_fold)
-    (view_fold / VALIDATION_FOLDER).mkdir(parents=True)
-    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
-        if (model / name).is_file():
-            (view / name).unlink(missing_ok=True)
-            (view / name).symlink_to((model / name).resolve())
-    for name in (CHECKPOINT_FINAL, LOG_FILE):
-        (view_fold / name).symlink_to((fold_folder / name).resolve())
-
-    trainer = trainer_class(method, load_json(fold_folder / LOG_FILE).get("trainer")).for_inference(
-        plans, fold, fold_folder / CHECKPOINT_FINAL)
-    data_folder = preprocessed_root() / dataset / plans["preprocessing"]["data_folder"]
+    model = AnomalyModel.load(model_folder(work, dataset_id, method) / f"fold_{fold}")
+    data_folder = dataset_folder(work / "preprocessed", dataset_id) / model.plans.preprocessing.data_folder
+    pairs = []
     for name in cases:  # one volume at a time: a BraTS volume fills the batches by itself
-        case = load_preprocessed_case(data_folder, name)
-        save_npy(trainer.predict_slices(case.data), view_fold / VALIDATION_FOLDER / f"{name}.npy")
-    save_json({"map": trainer.map_name, "space": "preprocessed slices", "plans_name": plans["plans_name"],
-               "fold": fold, "cases": list(cases),
-               "why": "quality.py: the fold's training patients, so that the cut never sees the scored patients"},
-              view_fold / VALIDATION_FOLDER / "maps.json")
-    modality = load_json(preprocessed_root() / dataset / "dataset.json")["modality"]
-    record = calibrate(plans["threshold"], load_validation_cases(view_fold, data_folder, modality),
-                       trainer.histogram_range)
-    record.update(fold=fold, plans_name=plans["plans_name"], calibrated_on="the fold's training patients")
-    save_json(record, view_fold / THRESHOLD_FILE)
-    return record
+        case = load_preprocessed_case(data_folder, name, model.dataset.modality)
+        pairs.append((case, model.anomaly_maps(case.data)))
+    threshold = calibrate(model.plans.threshold, pairs, model.trainer.histogram_range)
+    threshold.details.update(fold=fold, calibrated_on="the fold's training patients")
+    model.threshold = threshold
+    return AnomalyPredictor([model], source=model_folder(work, dataset_id, method))
 
 
 def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> dict[str, dict]:
@@ -250,32 +217,28 @@ def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> d
     (own-histogram cut)``: the paper reads the cut off the histogram of the images it segments,
     which needs no mask, so this is a fair label-free figure too. A fold that fell back to a
     percentile of normal slices (which the masks define) gives none."""
-    from autouad.cli.predict import main as predict_main
     from autouad.evaluation.evaluator import evaluate_folders
+    from autouad.inference.predictor import AnomalyPredictor
     from autouad.utils.files import load_json
 
     start = time.perf_counter()
-    seconds = train_folds(BRATS["id"], method, args.schedule, args.folds, 2)
-    model = model_folder(BRATS["id"], method)
-    splits = {fold: fold_split(BRATS["id"], fold) for fold in args.folds}
-    inputs = {fold: link_cases(raw, split["val"], work / "inputs" / f"brats_fold_{fold}")
-              for fold, split in splits.items()}
-    training_view = work / "calibrated_on_training_patients" / method
-    for fold, split in splits.items():
-        recalibrated_model(BRATS["id"], method, fold, split["train"], training_view)
-    # (row name, model folder to predict with, prediction folder, the cut's words or None: the folds' own)
-    variants = [(method, training_view, method, None)]
+    seconds = train_folds(work, BRATS["id"], method, args.schedule, args.folds, 2)
+    model = model_folder(work, BRATS["id"], method)
+    splits = {fold: fold_split(work, BRATS["id"], fold) for fold in args.folds}
+    # (row name, each fold's predictor, prediction folder, the cut's words or None: the folds' own)
+    variants = [(method, {fold: recalibrated_predictor(work, BRATS["id"], method, fold, split["train"])
+                          for fold, split in splits.items()}, method, None)]
     if all(load_json(model / f"fold_{fold}" / "threshold.json")["strategy"] == "histogram_peak" for fold in splits):
-        variants.append((f"{method} {OWN_HISTOGRAM}", model, f"{method}_own_histogram",
+        variants.append((f"{method} {OWN_HISTOGRAM}",
+                         {fold: AnomalyPredictor.from_folder(model, [fold]) for fold in splits},
+                         f"{method}_own_histogram",
                          "histogram peak of the scored patients' own maps (label-free, no mask seen)"))
     rows = {}
-    for name, view, folder, cut in variants:
+    for name, predictors, folder, cut in variants:
         parts = []
-        for fold in splits:
+        for fold, split in splits.items():
             out = work / "predictions" / "brats" / folder / f"fold_{fold}"
-            run_cli(predict_main, ["-i", str(inputs[fold]), "-o", str(out), "--model-folder", str(view),
-                                   "-f", str(fold), "--rois", str(raw / "roisTr"), "--save-maps"],
-                    f"predicting {name} fold {fold}")
+            predictors[fold].predict_cases(input_cases(raw, split["val"]), out, save_maps=True)
             parts.append(out)
         merged = merge_predictions(parts, work / "predictions" / "brats" / folder / "cross_validation")
         rows[name] = dict(pixel_row(evaluate_folders(reference, merged)), cut=cut or fold_cuts(parts),
@@ -311,11 +274,11 @@ def brats(args, work: Path, results: "Results") -> None:
     # FLAIR thresholding first (a minute): the bar is in the table before the first method trains.
     # The folds are the methods' (the planner's patient-wise 2-fold split of BraTS-6); per fold, the
     # cut comes from the fold's training patients' normal slices.
-    plan_and_preprocess(BRATS["id"], args.methods[0], args.schedule, 2, preprocess=False)
+    plan_and_preprocess(work, BRATS["id"], args.methods[0], args.schedule, 2, preprocess=False)
     flair = next(int(k) for k, v in dataset.meta["channel_names"].items() if v.upper() == "FLAIR")
     parts = []
     for fold in args.folds:
-        split = fold_split(BRATS["id"], fold)
+        split = fold_split(work, BRATS["id"], fold)
         out = work / "predictions" / "brats" / "flair_threshold" / f"fold_{fold}"
         intensity_baseline_predictions([by_id[c] for c in split["val"]], [by_id[c] for c in split["train"]], flair,
                                        out, normal_reference=dataset.normal_reference,
@@ -337,7 +300,7 @@ def brats(args, work: Path, results: "Results") -> None:
 
 
 def kermany(args, work: Path, results: "Results") -> None:
-    from autouad.cli.predict import main as predict_main
+    from autouad import api
     from autouad.evaluation.baselines import knn_baseline_predictions
     from autouad.evaluation.evaluator import evaluate_folders
 
@@ -351,10 +314,9 @@ def kermany(args, work: Path, results: "Results") -> None:
         try:
             # the planner's folds (five for Kermany's 2975 patients): two would hold out half the
             # training images, whose validation maps every fold computes
-            seconds = train_folds(KERMANY["id"], method, args.schedule, args.folds, None)
+            seconds = train_folds(work, KERMANY["id"], method, args.schedule, args.folds, None)
             out = work / "predictions" / "kermany" / method
-            run_cli(predict_main, ["-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(KERMANY["id"]), "-m",
-                                   method, "-f", *[str(f) for f in args.folds]], f"predicting {method}")
+            api.predict(raw / "imagesTs", out, model_folder(work, KERMANY["id"], method), folds=args.folds)
             results.record("kermany", method, dict(evaluate_folders(labels, out)["image"],
                                                    training_seconds=sum(seconds.values()),
                                                    wall_seconds=time.perf_counter() - start))
@@ -460,7 +422,6 @@ def main(argv=None) -> int:
     work = (args.work or Path(f"autouad_quality_{args.schedule}")).resolve()
     for kind in ("raw", "preprocessed", "results"):
         (work / kind).mkdir(parents=True, exist_ok=True)
-        os.environ[f"AUTOUAD_{kind}"] = str(work / kind)
     import torch
 
     from autouad.utils.machine import processor_name

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -51,7 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 DATASET_ID = 901
-METHODS = ("ascnet", "caae", "aae", "vae", "healthygan", "twophase", "draem")
+from autouad.methods.registry import method_names  # noqa: E402  (after the sys.path line)
+
+METHODS = tuple(method_names())
 
 
 # ---- the machine's limit ------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def measure_method(method: str, workspace: Path, device: torch.device, train_ste
     meta = load_json(preprocessed / "dataset.json")
     trainer = trainer_class(method)(plans, 0, preprocessed, workspace / "results" / method / "fold_0", device=device)
     trainer.initialize()
-    h, w = plans["preprocessing"]["slice_size"]
+    h, w = plans.slice_size
     all_channels = len(meta["channel_names"])
     out = {"method": method, "slice_size": [h, w], "batch_size": trainer.batch_size,
            "input_channels": len(trainer.input_channels)}
@@ -173,46 +174,38 @@ def measure_method(method: str, workspace: Path, device: torch.device, train_ste
 
     # preprocessing: every demo training volume, read to preprocessed slices
     raw = load_raw_dataset(next((workspace / "raw").glob(f"Dataset{DATASET_ID}_*")))
-    preprocessor = CasePreprocessor(plans["preprocessing"], meta["modality"], meta.get("normal_reference", "cases"))
+    preprocessor = CasePreprocessor(plans.preprocessing, meta["modality"], meta.get("normal_reference", "cases"))
     cases = raw.training_cases()
     start = time.perf_counter()
     for case in cases:
         preprocessor.run(case)
     out["preprocessing_s_per_volume"] = (time.perf_counter() - start) / len(cases)
-    out.update(predict_folder(trainer, plans_path, workspace, device))
+    out.update(predict_folder(trainer, meta, workspace))
     out["peak_memory_bytes"] = peak_memory_bytes(device)
     return out
 
 
-def predict_folder(trainer, plans_path: Path, workspace: Path, device: torch.device) -> dict:
+def predict_folder(trainer, dataset_meta: dict, workspace: Path) -> dict:
     """autouad_predict's whole path on the demo's test volumes (read, preprocess on the background thread,
     forward passes, threshold, post-process, restore, write): volumes per second and the share of the
-    wall time the model computed. The weights are the freshly initialised ones, saved as a fold with
-    a stand-in threshold: speed does not depend on what the network learned."""
-    from autouad.cli.train import save_plans_copy
+    wall time the model computed. The model is the trainer's freshly initialised networks with a fixed
+    cut, in memory: speed does not depend on what the network learned or where the cut lies."""
+    from autouad.calibration.thresholds import Threshold
     from autouad.inference.predictor import AnomalyPredictor
-    from autouad.training.base_trainer import CHECKPOINT_FINAL
-    from autouad.training.checkpoint import save_checkpoint
-    from autouad.utils.files import save_json
+    from autouad.model import AnomalyModel, DatasetFacts
 
-    model = workspace / "results" / f"{trainer.method}_speed"
-    fold = model / "fold_0"
-    fold.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(trainer.state_dict(), fold / CHECKPOINT_FINAL)
-    save_json({"strategy": "speed benchmark stand-in", "value": 0.5, "anomalous_side": "above"},
-              fold / "threshold.json")
-    save_plans_copy(plans_path, model)
+    model = AnomalyModel.from_trainer(trainer, DatasetFacts.from_dataset_json(dataset_meta),
+                                      Threshold(0.5, "above", "fixed", "speed benchmark: a fixed cut"))
     raw = next((workspace / "raw").glob(f"Dataset{DATASET_ID}_*"))
-    predictor = AnomalyPredictor(model, device=str(device))
-    record = predictor.predict_folder(raw / "imagesTs", workspace / "predictions" / trainer.method,
-                                      raw / "roisTs" if (raw / "roisTs").is_dir() else None)
+    record = AnomalyPredictor([model]).predict_folder(raw / "imagesTs", workspace / "predictions" / trainer.method,
+                                                      raw / "roisTs" if (raw / "roisTs").is_dir() else None)
     return {"predict_volumes_per_s": record["num_predicted"] / record["seconds"],
             "predict_model_busy_fraction": record["model_seconds"] / record["seconds"],
             "predict_waiting_for_data_s": record["waiting_for_data_seconds"]}
 
 
 # ---- the run ------------------------------------------------------------------------------------------
-def pin_slice_size(plans: dict, size: tuple[int, int]) -> dict:
+def pin_slice_size(plans, size: tuple[int, int]):
     """The plans with their slice size pinned to ``size``, for a speed figure stated at a fixed size (the
     issue's GPU bar: ASC-Net at 160x160). A spacing plan's spacing is scaled by the one factor that fits
     its planned field of view (slice size x spacing, which holds the largest foreground box) into
@@ -221,45 +214,37 @@ def pin_slice_size(plans: dict, size: tuple[int, int]) -> dict:
     from autouad.planning.method_plans import load_method_plans
 
     plans = copy.deepcopy(plans)
-    divisor = load_method_plans(plans["method"])["geometry"]["slice_size_divisor"]
+    divisor = load_method_plans(plans.method)["geometry"]["slice_size_divisor"]
     if any(s % divisor for s in size):
-        raise ValueError(f"--slice-size {size[0]} {size[1]}: {plans['method']} needs multiples of {divisor}")
-    geometry = plans["preprocessing"]
-    planned = geometry["slice_size"]
-    if geometry["mode"] == "spacing":
+        raise ValueError(f"--slice-size {size[0]} {size[1]}: {plans.method} needs multiples of {divisor}")
+    geometry = plans.preprocessing
+    planned = list(geometry.slice_size)
+    if geometry.mode == "spacing":
         factor = max(p / n for p, n in zip(planned, size))
-        geometry["target_spacing"] = [round(s * factor, 6) for s in geometry["target_spacing"]]
-    geometry["slice_size"] = list(size)
-    plans["reasons"]["geometry"] = (f"pinned by benchmarks/speed.py --slice-size to {size[0]}x{size[1]} (planned "
-                                    f"{planned[0]}x{planned[1]})")
+        geometry.target_spacing = [round(s * factor, 6) for s in geometry.target_spacing]
+    geometry.slice_size = list(size)
+    plans.reasons["geometry"] = (f"pinned by benchmarks/speed.py --slice-size to {size[0]}x{size[1]} (planned "
+                                 f"{planned[0]}x{planned[1]})")
     return plans
 
 
 def prepare_workspace(workspace: Path, methods: list[str], schedule: str,
                       slice_size: tuple[int, int] | None = None) -> None:
-    from autouad.cli.plan_and_preprocess import main_plan_and_preprocess, main_preprocess
-    from autouad.paths import preprocessed_root
-    from autouad.planning.plans_files import find_plans
+    from autouad import api
     from autouad.utils.files import save_json
     from dataset_conversion import demo
 
-    for kind in ("raw", "preprocessed", "results"):
-        os.environ[f"AUTOUAD_{kind}"] = str(workspace / kind)
+    folders = {"raw_folder": workspace / "raw", "preprocessed_folder": workspace / "preprocessed"}
     demo.convert(DATASET_ID, raw_folder=workspace / "raw", seed=0, num_normal=2, num_patients=2, num_test=2,
                  spacing=1.0)
     for method in methods:
-        common = ["-d", str(DATASET_ID), "-m", method, "--np", "1"]
-        planning = common + ["--schedule", schedule]
         if slice_size is None:
-            status = main_plan_and_preprocess(planning)
+            api.plan_and_preprocess(DATASET_ID, method=method, schedule=schedule, num_processes=1, **folders)
         else:
-            status = main_plan_and_preprocess(planning + ["--no-preprocess"])
-            if status == 0:
-                plans, plans_path = find_plans(next(preprocessed_root().glob(f"Dataset{DATASET_ID}_*")), method)
-                save_json(pin_slice_size(plans, slice_size), plans_path)
-                status = main_preprocess(common)
-        if status != 0:
-            raise RuntimeError(f"planning {method} failed")
+            planned = api.plan_and_preprocess(DATASET_ID, method=method, schedule=schedule, num_processes=1,
+                                              steps=("fingerprint", "plan"), **folders)
+            save_json(pin_slice_size(planned.plans, slice_size).to_dict(), planned.plans_path)
+            api.plan_and_preprocess(DATASET_ID, method=method, num_processes=1, steps=("preprocess",), **folders)
 
 
 def machine_description(device: torch.device) -> str:
@@ -320,8 +305,6 @@ def main(argv=None) -> int:
                           ("cpu" if args.device == "auto" else args.device))
 
     if args.worker:  # one method, in its own process; one JSON line on stdout
-        for kind in ("raw", "preprocessed", "results"):
-            os.environ[f"AUTOUAD_{kind}"] = str(args.workspace / kind)
         print(json.dumps(measure_method(args.worker, args.workspace, device, args.train_steps,
                                         args.inference_batches)))
         return 0

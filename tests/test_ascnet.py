@@ -187,39 +187,9 @@ def test_stopping_rule_ends_the_stage(trainer_factory, monkeypatch):
     assert trainer.log.events[-1]["ends_stage"] and len(trainer.log.events[-1]["peaks"]) == 3
 
 
-class Interrupted(Exception):
-    pass
-
 
 def without_times(entries):
     return [{k: v for k, v in e.items() if k != "seconds"} for e in entries]
-
-
-def test_killed_run_resumes_exactly(trainer_factory):
-    full = trainer_factory()
-    full.run_training()
-    reference_log = without_times(full.log.entries)
-    reference_weights = state(full.networks["M"])
-    assert full.position["step"] == 8
-
-    class Killed(ASCNetTrainer):
-        def train_iteration(self, phase, iteration):
-            if self.position["step"] == 5:
-                raise Interrupted
-            return super().train_iteration(phase, iteration)
-
-    for f in full.output_folder.iterdir():
-        if f.is_file():
-            f.unlink()
-    first = trainer_factory(cls=Killed)
-    with pytest.raises(Interrupted):
-        first.run_training()
-    second = trainer_factory()
-    second.resume()
-    assert second.position["step"] == 5
-    second.run_training()
-    assert without_times(second.log.entries) == reference_log
-    assert same(reference_weights, state(second.networks["M"]))
 
 
 def test_a_main_step_cap_gives_both_steps_the_same_fewer_epochs(trainer_factory):

@@ -226,7 +226,8 @@ def test_dice_from_files_equals_hand_count_and_summary_lands_in_predictions(fold
     # subject-wise means run over the cases with anomalies; case_b (empty reference) reports what got flagged
     values = [EXPECTED_DICE["case_a"], EXPECTED_DICE["case_c"]]
     assert summary["pixel"]["dice"] == pytest.approx({"mean": np.mean(values), "std": np.std(values), "n": 2})
-    assert summary["pixel"]["cases_without_anomaly"] == {"n": 1, "with_flagged_voxels": 0}
+    without = summary["pixel"]["cases_without_anomaly"]
+    assert (without["n"], without["with_flagged_voxels"], without["flagged_fraction"]["mean"]) == (1, 0, 0.0)
     pixel = summary["pixel"]
     assert pixel["dice_without_postprocessing"] is None and pixel["auroc"] is None and pixel["best_possible_dice"] is None
     assert summary["image"] is None

@@ -39,13 +39,20 @@ def fingerprint(modality="MRI", dimension=3, normal=4, unlabeled=4, masks=True, 
 
 
 def plan(tmp_path, fp, **kw):
+    """The plans as plans.json holds them."""
     kw.setdefault("schedule", "fast")
-    return plan_dataset(fp, tmp_path, **kw)
+    return plan_dataset(fp, tmp_path, **kw).to_dict()
 
 
 def test_mri_with_normal_and_unlabeled_plans_ascnet(tmp_path):
     p = plan(tmp_path, fingerprint())
     assert p["method"] == "ascnet" and p["task"] == "segmentation"
+    # every method the data can train is a candidate, those of their paper's setting first, each with a reason
+    listed = [c["method"] for c in p["candidates"]]
+    assert listed[:2] == ["ascnet", "caae"] and set(listed) == {"ascnet", "caae", "aae", "vae", "healthygan",
+                                                                "twophase", "draem"}
+    reasons = {c["method"]: c["reason"] for c in p["candidates"]}
+    assert "baseline" in reasons["aae"] and "lacks 2D data" in reasons["healthygan"]
     assert p["threshold"] == {"strategy": "histogram_peak", "peak": "rightmost", "cut": "valley"}
     assert p["preprocessing"]["normalization"]["scheme"] == "minmax"
     assert p["preprocessing"]["crop"] == "roi" and p["preprocessing"]["mode"] == "spacing"

@@ -2,7 +2,6 @@
 inputs' geometry, the plan's preprocessing reproduced exactly, fold averaging, image-level CSVs for
 2D datasets, and bad input reported without losing the good cases."""
 import csv
-import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from autouad.cli.summarize import main as summarize_main
 from autouad.cli.train import main as train_main
 from autouad.inference.inputs import InputCase
 from autouad.inference.predictor import AnomalyPredictor
+from autouad.model import MODEL_FILE, AnomalyModel
 from autouad.utils.files import load_json, load_npy
 from tests.conftest import write_xray_dataset
 
@@ -91,7 +91,7 @@ def test_prediction_reproduces_the_training_preprocessing_exactly(env):
     from the preprocessed data."""
     raw = raw_folder(env)
     fold = model_folder(env) / "fold_0"
-    predictor = AnomalyPredictor(model_folder(env), [0], "cpu")
+    predictor = AnomalyPredictor.from_folder(model_folder(env), [0], "cpu")
     for case in load_json(fold / "validation" / "maps.json")["cases"]:
         images = sorted((raw / "imagesTr").glob(f"{case}_000?.nii.gz"))
         roi = raw / "roisTr" / f"{case}.nii.gz"
@@ -104,14 +104,15 @@ def test_folds_are_averaged_and_their_thresholds_too(env, tmp_path):
     model = tmp_path / MODEL
     shutil.copytree(model_folder(env), model)
     shutil.copytree(model / "fold_0", model / "fold_1")
-    threshold = load_json(model / "fold_1" / "threshold.json")
-    threshold["value"] += 0.1
-    (model / "fold_1" / "threshold.json").write_text(json.dumps(threshold))
-    both = AnomalyPredictor(model, None, "cpu")
-    single = AnomalyPredictor(model, [0], "cpu")
+    other = AnomalyModel.load(model / "fold_1")
+    other.fold = 1  # a copy of fold 0 standing in for a second fold
+    other.threshold.value += 0.1
+    other.save(model / "fold_1" / MODEL_FILE)
+    both = AnomalyPredictor.from_folder(model, None, "cpu")
+    single = AnomalyPredictor.from_folder(model, [0], "cpu")
     assert both.folds == [0, 1]
     assert both.threshold == pytest.approx(single.threshold + 0.05)
-    slices = np.random.default_rng(0).random((3, 2) + tuple(both.plans["preprocessing"]["slice_size"]), dtype=np.float32)
+    slices = np.random.default_rng(0).random((3, 2) + both.plans.slice_size, dtype=np.float32)
     np.testing.assert_allclose(both.predict_maps(slices), single.predict_maps(slices), atol=1e-6)
 
 
@@ -120,7 +121,7 @@ def test_chunks_prepared_in_the_background_give_the_same_outputs(env, tmp_path):
     slice and one group of everything must give the same maps, in the same order, with the time
     split between computing and waiting recorded."""
     raw = raw_folder(env)
-    predictor = AnomalyPredictor(model_folder(env), [0], "cpu")
+    predictor = AnomalyPredictor.from_folder(model_folder(env), [0], "cpu")
     whole = predictor.predict_folder(raw / "imagesTr", tmp_path / "whole", save_maps=True, chunk_slices=10 ** 6)
     small = predictor.predict_folder(raw / "imagesTr", tmp_path / "small", save_maps=True, chunk_slices=1)
     assert list(small["cases"]) == list(whole["cases"]) == sorted(whole["cases"]) and len(whole["cases"]) > 1
@@ -135,10 +136,10 @@ def test_chunks_prepared_in_the_background_give_the_same_outputs(env, tmp_path):
 def test_bf16_inference_stays_close_to_fp32(env):
     """--precision bf16 (the GPU default) autocasts the forward passes; the CPU default stays fp32,
     equal to the saved validation maps (test above)."""
-    fp32 = AnomalyPredictor(model_folder(env), [0], "cpu")
-    bf16 = AnomalyPredictor(model_folder(env), [0], "cpu", precision="bf16")
+    fp32 = AnomalyPredictor.from_folder(model_folder(env), [0], "cpu")
+    bf16 = AnomalyPredictor.from_folder(model_folder(env), [0], "cpu", precision="bf16")
     assert fp32.models[0].trainer.inference_precision == "auto"
-    slices = np.random.default_rng(1).random((4, 2) + tuple(fp32.plans["preprocessing"]["slice_size"]), dtype=np.float32)
+    slices = np.random.default_rng(1).random((4, 2) + fp32.plans.slice_size, dtype=np.float32)
     exact, rounded = fp32.predict_maps(slices), bf16.predict_maps(slices)
     assert rounded.dtype == np.float32 and not np.array_equal(exact, rounded)
     np.testing.assert_allclose(rounded, exact, atol=0.03)

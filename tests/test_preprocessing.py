@@ -1,10 +1,13 @@
 """Preprocessing: exact mapping back to the raw voxels, restoring to file geometry, skipping, determinism."""
+from types import SimpleNamespace
+
 import numpy as np
 import SimpleITK as sitk
 
 from autouad.dataset.raw_dataset import RawDatasetWriter, load_raw_dataset
 from autouad.preprocessing.normalization import equalize_slice_histograms
 from autouad.preprocessing.orientation import orientation_of
+from autouad.planning.plans import Normalization, Preprocessing
 from autouad.preprocessing.preprocessor import (CasePreprocessor, preprocess_dataset, preprocessed_to_file_index,
                                                 restore_to_file_array)
 from autouad.utils.images import Geometry
@@ -40,10 +43,11 @@ def make_dataset(raw, with_roi=True):
     return w.target, values, roi, mask
 
 
-def preprocessing(target_spacing=(0.7, 1.1), slice_size=(32, 32), order=0, mode="spacing"):
-    return {"mode": mode, "target_spacing": list(target_spacing), "slice_size": list(slice_size), "crop": "roi",
-            "image_order": order, "mask_order": 1, "channels": ["X"],
-            "normalization": {"scheme": "fixed_range", "range": [0, 1e7]}}
+def preprocessing(target_spacing=(0.7, 1.1), slice_size=(32, 32), order=0, mode="spacing", crop="roi",
+                  value_range=(0, 1e7)) -> Preprocessing:
+    return Preprocessing(mode=mode, target_spacing=list(target_spacing), slice_size=list(slice_size), crop=crop,
+                         image_order=order, mask_order=1, channels=["X"], data_folder="p_2d",
+                         normalization=Normalization("fixed_range", range=list(value_range)))
 
 
 def test_orientation_is_exact_and_invertible():
@@ -116,17 +120,17 @@ def test_restore_to_file_geometry(tmp_path):
 def test_dataset_preprocessing_skips_done_cases_and_is_deterministic(tmp_path):
     folder, *_ = make_dataset(tmp_path / "raw")
     ds = load_raw_dataset(folder)
-    plans = {"plans_name": "p", "preprocessing": preprocessing(order=3)}
+    plans = SimpleNamespace(plans_name="p", preprocessing=preprocessing(order=3))
     out = tmp_path / "pre"
     first = preprocess_dataset(ds, plans, out, num_processes=1)
     a = np.load(out / "case_a.npy")
     assert first["done"] == 1 and first["skipped"] == 0
     second = preprocess_dataset(ds, plans, out, num_processes=1)
     assert second["done"] == 0 and second["skipped"] == 1
-    plans["preprocessing"]["slice_size"] = [40, 40]  # a changed plan redoes the case
+    plans.preprocessing.slice_size = [40, 40]  # a changed plan redoes the case
     third = preprocess_dataset(ds, plans, out, num_processes=1)
     assert third["done"] == 1 and np.load(out / "case_a.npy").shape[-1] == 40
-    plans["preprocessing"]["slice_size"] = [32, 32]
+    plans.preprocessing.slice_size = [32, 32]
     preprocess_dataset(ds, plans, out, num_processes=1)
     assert np.array_equal(np.load(out / "case_a.npy"), a)
     assert np.load(out / "case_a.npy", mmap_mode="r").shape == a.shape  # memory-mappable, no pickle
@@ -141,8 +145,7 @@ def test_2d_resize_round_trip(tmp_path):
                           raw_folder=tmp_path) as w:
         w.add_case("img", [img], role="unlabeled", mask=mask)
     case = load_raw_dataset(w.target).cases[0]
-    p = dict(preprocessing(mode="resize", slice_size=(64, 64)), crop="none",
-             normalization={"scheme": "fixed_range", "range": [0, 255]})
+    p = preprocessing(mode="resize", slice_size=(64, 64), crop="none", value_range=(0, 255))
     meta, data, mask_p, _ = CasePreprocessor(p, "X-ray", "cases").run(case)
     assert data.shape == (1, 1, 64, 64)
     y, x = preprocessed_to_file_index(meta, 0, 63, 0)

@@ -6,13 +6,12 @@ import shutil
 
 import pytest
 
-from autouad.calibration.thresholds import slice_region, validation_calibrated_threshold
-from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
-from autouad.cli.predict import main as predict_main
-from autouad.cli.train import main as train_main
-from autouad.utils.files import load_json, load_npy
+from autouad import api
+from autouad.calibration.thresholds import validation_calibrated_threshold
+from autouad.preprocessing.cases import load_preprocessed_case
+from autouad.utils.files import load_json
 from dataset_conversion import demo
-from tests.conftest import autouad_folders, load_benchmark
+from tests.conftest import load_benchmark
 
 DATASET = "Dataset007_DemoBrainMRI"
 
@@ -23,54 +22,52 @@ quality = load_benchmark("quality")
 @pytest.fixture(scope="module")
 def trained_vae(tmp_path_factory):
     """Four demo patients whose tumour-free slices are the normal reference (as in BraTS), two
-    patient-wise folds, the VAE's fold 0 trained for two iterations."""
-    root = tmp_path_factory.mktemp("quality")
-    with autouad_folders(root) as folders:
-        demo.convert(7, raw_folder=folders["raw"], seed=0, num_normal=0, num_patients=4, num_test=0, spacing=4.0,
-                     normal_reference="slices_without_anomaly")
-        assert main_plan_and_preprocess(["-d", "7", "-m", "vae", "--schedule", "smoke", "--folds", "2",
-                                         "--np", "1"]) == 0
-        assert train_main([DATASET, "0", "-m", "vae", "--device", "cpu", "--iterations", "2"]) == 0
-        yield folders
+    patient-wise folds, the VAE's fold 0 trained for two iterations, in the benchmark's work folder."""
+    work = tmp_path_factory.mktemp("quality")
+    demo.convert(7, raw_folder=work / "raw", seed=0, num_normal=0, num_patients=4, num_test=0, spacing=4.0,
+                 normal_reference="slices_without_anomaly")
+    api.plan_and_preprocess(7, method="vae", schedule="smoke", num_folds=2, num_processes=1, **quality.folders(work))
+    api.train(7, 0, "vae", device="cpu", iterations=2, preprocessed_folder=work / "preprocessed",
+              results_folder=work / "results")
+    return work
 
 
 def test_a_folds_cut_is_calibrated_on_its_training_patients(trained_vae, tmp_path):
-    split = quality.fold_split(7, 0)
-    fold = trained_vae["results"] / DATASET / "vae__autouadPlans_vae" / "fold_0"
+    work = trained_vae
+    split = quality.fold_split(work, 7, 0)
+    fold = work / "results" / DATASET / "vae__autouadPlans_vae" / "fold_0"
     own = (fold / "threshold.json").read_bytes()
     assert load_json(fold / "threshold.json")["cases"] == split["val"]
 
-    view = tmp_path / "view"
-    record = quality.recalibrated_model(7, "vae", 0, split["train"], view)
-    assert record["cases"] == split["train"] and not set(record["cases"]) & set(split["val"])
-    assert record["strategy"] == "validation_calibrated" and record["requested"]["strategy"] == "validation_calibrated"
+    predictor = quality.recalibrated_predictor(work, 7, "vae", 0, split["train"])
+    threshold = predictor.models[0].threshold
+    assert threshold.details["cases"] == split["train"] and not set(split["train"]) & set(split["val"])
+    assert threshold.strategy == "validation_calibrated"
+    assert threshold.details["requested"]["strategy"] == "validation_calibrated"
     assert (fold / "threshold.json").read_bytes() == own  # the trained model is left as it was
 
     # the cut is the Dice-optimal one on the training patients' maps and masks
-    data = trained_vae["preprocessed"] / DATASET / load_json(view / "plans.json")["preprocessing"]["data_folder"]
+    model = predictor.models[0]
+    data = work / "preprocessed" / DATASET / model.plans.preprocessing.data_folder
     cases = []
     for name in split["train"]:
-        maps = load_npy(view / "fold_0" / "validation" / f"{name}.npy")
-        mask = load_npy(data / f"{name}_mask.npy").astype(bool)
-        region = slice_region(load_npy(data / f"{name}.npy"), load_npy(data / f"{name}_roi.npy"),
-                              load_json(data / f"{name}.json"), "MRI")
-        cases.append((maps[region], mask[region]))
-    assert record["value"] == pytest.approx(validation_calibrated_threshold(cases, "above")[0])
+        case = load_preprocessed_case(data, name)
+        maps = model.anomaly_maps(case.data)
+        cases.append((maps[case.region], case.anomaly_mask[case.region]))
+    assert threshold.value == pytest.approx(validation_calibrated_threshold(cases, "above")[0])
 
-    # predicting the held-out patients through the view uses that cut
-    inputs = quality.link_cases(trained_vae["raw"] / DATASET, split["val"], tmp_path / "inputs")
+    # predicting the held-out patients uses that cut
     out = tmp_path / "predicted"
-    raw = trained_vae["raw"] / DATASET
-    assert predict_main(["-i", str(inputs), "-o", str(out), "--model-folder", str(view), "-f", "0",
-                         "--rois", str(raw / "roisTr")]) == 0
+    record = predictor.predict_cases(quality.input_cases(work / "raw" / DATASET, split["val"]), out)
+    assert record["num_predicted"] == len(split["val"]) and not record["failed"]
     used = load_json(out / "predictions.json")["fold_thresholds"]
-    assert [t["value"] for t in used.values()] == [record["value"]]
+    assert [t["value"] for t in used.values()] == [threshold.value]
     assert quality.fold_cuts([out]) == "best Dice on the training patients' masks"
 
 
 def test_a_resumed_run_reuses_only_a_fold_trained_exported_and_calibrated(trained_vae, tmp_path):
     fold = tmp_path / "fold_0"
-    shutil.copytree(trained_vae["results"] / DATASET / "vae__autouadPlans_vae" / "fold_0", fold)
+    shutil.copytree(trained_vae / "results" / DATASET / "vae__autouadPlans_vae" / "fold_0", fold)
     assert quality.fold_complete(fold)
     final = fold / "checkpoint_final.pt"
     later = (fold / "threshold.json").stat().st_mtime + 10

@@ -21,7 +21,7 @@ def test_brats_deepmedic_front_half(autouad_env):
     assert s["median_spacing"] == pytest.approx([1.0, 1.0, 1.0])
     assert all(c["file_shape"] == [155, 240, 240] for c in fp["cases"])  # 240 x 240 x 155 voxels
     assert s["anomaly_polarity"]["FLAIR"]["polarity"] == "bright"
-    plans = load_json(pre / "plans.json")
+    plans = load_json(pre / "plans.json")  # as the file holds it
     assert plans["method"] == "ascnet" and plans["threshold"]["peak"] == "rightmost"
     data_dir = pre / plans["preprocessing"]["data_folder"]
     case_dirs = {d.name: d for split in ("train", "validation", "test") for d in (source / split).iterdir()}

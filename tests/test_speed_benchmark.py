@@ -9,20 +9,19 @@ from tests.conftest import load_benchmark
 speed = load_benchmark("speed")
 
 
-def test_a_pinned_slice_size_keeps_the_planned_field_of_view(tmp_path, autouad_env):
-    # autouad_env points AUTOUAD_* at tmp_path's folders, as prepare_workspace does, and restores them
+def test_a_pinned_slice_size_keeps_the_planned_field_of_view(tmp_path):
     speed.prepare_workspace(tmp_path, ["ascnet"], "smoke")
     preprocessed = next((tmp_path / "preprocessed").glob(f"Dataset{speed.DATASET_ID}_*"))
     planned, _ = find_plans(preprocessed, "ascnet")
 
     pinned = speed.pin_slice_size(planned, (160, 160))
-    geometry, before = pinned["preprocessing"], planned["preprocessing"]
-    assert geometry["slice_size"] == [160, 160] and pinned["batch_size"] == planned["batch_size"]
-    assert before["slice_size"] != [160, 160], "pin_slice_size changed the plans it was given"
-    field_before = [n * s for n, s in zip(before["slice_size"], before["target_spacing"])]
-    field_after = [n * s for n, s in zip(geometry["slice_size"], geometry["target_spacing"])]
+    geometry, before = pinned.preprocessing, planned.preprocessing
+    assert geometry.slice_size == [160, 160] and pinned.batch_size == planned.batch_size
+    assert before.slice_size != [160, 160], "pin_slice_size changed the plans it was given"
+    field_before = [n * s for n, s in zip(before.slice_size, before.target_spacing)]
+    field_after = [n * s for n, s in zip(geometry.slice_size, geometry.target_spacing)]
     # one factor for both axes (the spacing's aspect is kept), fitted to the tighter axis
-    ratio = [a / b for a, b in zip(geometry["target_spacing"], before["target_spacing"])]
+    ratio = [a / b for a, b in zip(geometry.target_spacing, before.target_spacing)]
     assert ratio[0] == pytest.approx(ratio[1], rel=1e-5)
     assert all(a >= b - 1e-3 for a, b in zip(field_after, field_before))
     assert min(a - b for a, b in zip(field_after, field_before)) == pytest.approx(0, abs=1e-3)
@@ -31,11 +30,11 @@ def test_a_pinned_slice_size_keeps_the_planned_field_of_view(tmp_path, autouad_e
         speed.pin_slice_size(planned, (160, 150))
 
 
-def test_the_workspace_is_preprocessed_at_the_pinned_size(tmp_path, autouad_env):
+def test_the_workspace_is_preprocessed_at_the_pinned_size(tmp_path):
     speed.prepare_workspace(tmp_path, ["ascnet"], "smoke", slice_size=(48, 64))
     preprocessed = next((tmp_path / "preprocessed").glob(f"Dataset{speed.DATASET_ID}_*"))
     plans, _ = find_plans(preprocessed, "ascnet")
-    assert plans["preprocessing"]["slice_size"] == [48, 64]
-    assert "pinned by benchmarks/speed.py" in plans["reasons"]["geometry"]
-    cases = sorted((preprocessed / plans["preprocessing"]["data_folder"]).glob("*.npy"))
+    assert plans.preprocessing.slice_size == [48, 64]
+    assert "pinned by benchmarks/speed.py" in plans.reasons["geometry"]
+    cases = sorted((preprocessed / plans.preprocessing.data_folder).glob("*.npy"))
     assert cases and all(np.load(c, mmap_mode="r").shape[-2:] == (48, 64) for c in cases)

@@ -3,11 +3,13 @@ right answers are known."""
 import numpy as np
 import pytest
 
-from autouad.calibration.thresholds import (CalibrationError, ValidationCase, anomalous, calibrate,
+from autouad.calibration.thresholds import (STRATEGIES, CalibrationError, Threshold, anomalous, calibrate,
                                             histogram_peak_threshold, image_scores, normal_percentile_threshold,
                                             validation_calibrated_threshold)
 from autouad.evaluation.fold_validation import score_fold
+from autouad.planning.plans import Postprocessing
 from autouad.postprocessing.morphology import postprocess_slices
+from autouad.preprocessing.cases import PreprocessedCase
 
 RANGE = (0.0, 1.0)
 
@@ -44,19 +46,19 @@ def test_histogram_with_one_peak_cannot_be_cut_and_calibration_falls_back():
     with pytest.raises(CalibrationError, match="1 separated peak"):
         histogram_peak_threshold(counts, RANGE, "rightmost")
     case = constructed_case(rng, anomaly_value=0.4)  # the anomaly looks like the rest: one peak
-    record = calibrate({"strategy": "histogram_peak", "peak": "rightmost"}, [case], RANGE)
+    record = calibrate({"strategy": "histogram_peak", "peak": "rightmost"}, [case], RANGE).to_record()
     assert record["strategy"] == "normal_percentile" and "1 separated peak" in record["fallback_reason"]
 
 
 def test_histogram_peak_calibration_reads_the_region_only():
     rng = np.random.default_rng(2)
     case = constructed_case(rng, anomaly_value=0.8)
-    case.maps[~case.region] = 0.95  # a bright band outside the region must not make a peak
-    record = calibrate({"strategy": "histogram_peak", "peak": "rightmost", "cut": "valley"}, [case], RANGE)
+    case[1][~case[0].region] = 0.95  # a bright band outside the region must not make a peak
+    record = calibrate({"strategy": "histogram_peak", "peak": "rightmost", "cut": "valley"}, [case], RANGE).to_record()
     assert record["strategy"] == "histogram_peak" and len(record["peaks"]) == 2
     assert 0.45 < record["value"] < 0.75 and record["anomalous_side"] == "above"
     dark = calibrate({"strategy": "histogram_peak", "peak": "leftmost", "cut": "valley"},
-                     [constructed_case(rng, anomaly_value=0.1)], RANGE)
+                     [constructed_case(rng, anomaly_value=0.1)], RANGE).to_record()
     assert dark["anomalous_side"] == "below" and 0.15 < dark["value"] < 0.4
 
 
@@ -76,8 +78,8 @@ def test_validation_calibrated_finds_the_separating_threshold():
 def test_validation_calibrated_without_anomalies_falls_back_to_the_percentile():
     rng = np.random.default_rng(4)
     case = constructed_case(rng, anomaly_value=0.8)
-    case.mask[:] = False
-    record = calibrate({"strategy": "validation_calibrated"}, [case], None)
+    case[0].mask[:] = 0
+    record = calibrate({"strategy": "validation_calibrated"}, [case], None).to_record()
     assert record["strategy"] == "normal_percentile" and "no validation case has anomaly" in record["fallback_reason"]
 
 
@@ -93,8 +95,9 @@ def test_normal_percentile_flags_the_chosen_fraction_of_normal_values():
 def test_normal_percentile_uses_only_reference_slices_inside_the_region():
     rng = np.random.default_rng(5)
     case = constructed_case(rng, anomaly_value=0.9)
-    record = calibrate({"strategy": "normal_percentile", "percentile": 90.0}, [case], None)
-    normal = case.maps[case.is_reference][case.region[case.is_reference]]
+    record = calibrate({"strategy": "normal_percentile", "percentile": 90.0}, [case], None).to_record()
+    c, maps = case
+    normal = maps[c.is_reference][c.region[c.is_reference]]
     assert record["value"] == pytest.approx(np.percentile(normal, 90.0))
     assert record["normal_pixels"] == normal.size
 
@@ -104,13 +107,12 @@ def test_two_dimensional_cases_get_an_image_threshold():
     cases = []
     for i in range(20):
         maps = rng.uniform(0, 0.2, (1, 8, 8)).astype(np.float32) + (0.5 if i >= 10 else 0.0)
-        meta = {"orientation": {"is_2d": True}, "role": "normal" if i < 10 else "unlabeled", "label": int(i >= 10)}
-        cases.append(ValidationCase(f"img{i}", meta, maps, np.ones((1, 8, 8), bool), None,
-                                    np.array([i < 10])))
-    record = calibrate({"strategy": "normal_percentile", "percentile": 99.0}, cases, None, image_percentile=95.0)
-    normal_scores = np.concatenate([image_scores(c.maps, c.region, "above") for c in cases[:10]])
-    assert record["image"]["value"] == pytest.approx(np.percentile(normal_scores, 95.0))
-    summary = score_fold(cases, record, None)
+        cases.append(case_maps(f"img{i}", maps, np.ones((1, 8, 8), bool), None, [i < 10], is_2d=True,
+                               role="normal" if i < 10 else "unlabeled", label=int(i >= 10)))
+    threshold = calibrate({"strategy": "normal_percentile", "percentile": 99.0}, cases, None, image_percentile=95.0)
+    normal_scores = np.concatenate([image_scores(m, c.region, "above") for c, m in cases[:10]])
+    assert threshold.image["value"] == pytest.approx(np.percentile(normal_scores, 95.0))
+    summary = score_fold(cases, threshold, None)
     assert summary["image"]["auroc"] == 1.0 and summary["image"]["recall"] == 1.0
 
 
@@ -135,19 +137,31 @@ def test_opening_removes_specks_and_closing_fills_holes_within_the_roi():
 def test_fold_scores_are_perfect_for_a_perfect_map_and_skip_empty_references():
     rng = np.random.default_rng(7)
     case = constructed_case(rng, anomaly_value=0.9)
-    normal = constructed_case(rng, anomaly_value=0.9)
-    normal.mask[:] = False
-    normal.name = "normal"
-    threshold = {"anomalous_side": "above", "value": 0.6, "strategy": "normal_percentile"}
-    pp = {"enabled": True, "operations": ["opening", "closing"], "kernel_size": 3}
+    normal = constructed_case(rng, anomaly_value=0.4, name="normal")  # nothing to flag
+    normal[0].mask[:] = 0
+    threshold = Threshold(0.6, "above", "normal_percentile")
+    pp = Postprocessing(enabled=True, operations=["opening", "closing"], kernel_size=3)
     summary = score_fold([case, normal], threshold, pp)
-    assert summary["num_cases"] == 1 and "normal" in summary["normal_cases"]
+    assert summary["num_cases"] == 2 and summary["pixel"]["num_cases_with_anomaly"] == 1
+    assert summary["cases"]["normal"]["flagged_fraction"] == 0.0
+    assert summary["pixel"]["cases_without_anomaly"] == {"n": 1, "with_flagged_voxels": 0,
+                                                         "flagged_fraction": {"mean": 0.0, "std": 0.0, "n": 1}}
     assert summary["pixel"]["dice_without_postprocessing"]["mean"] == pytest.approx(1.0)
     assert summary["pixel"]["auroc"]["mean"] == 1.0
     assert summary["pixel"]["best_possible_dice"]["mean_dice"] == pytest.approx(1.0)
 
 
-def constructed_case(rng, anomaly_value: float) -> ValidationCase:
+def case_maps(name, maps, region, mask, is_reference, is_2d=False, role="unlabeled", label=None):
+    """A preprocessed case (its region given as the ROI) and its maps, as calibration receives them."""
+    s, h, w = maps.shape
+    meta = {"orientation": {"is_2d": is_2d}, "role": role, "label": label,
+            "slices": {"is_reference": [bool(r) for r in is_reference]}}
+    case = PreprocessedCase(name, meta, np.zeros((s, 1, h, w), np.float32),
+                            None if mask is None else np.asarray(mask, np.uint8), np.asarray(region, np.uint8))
+    return case, maps
+
+
+def constructed_case(rng, anomaly_value: float, name: str = "case"):
     """Four 32x32 slices: a circular region, background map values around 0.4, and on the two
     last slices a square anomaly of ``anomaly_value``; the first two are normal reference slices."""
     yy, xx = np.mgrid[:32, :32]
@@ -156,8 +170,13 @@ def constructed_case(rng, anomaly_value: float) -> ValidationCase:
     mask = np.zeros((4, 32, 32), bool)
     mask[2:, 10:18, 10:18] = True
     maps[mask] = rng.normal(anomaly_value, 0.01, mask.sum())
-    meta = {"orientation": {"is_2d": False}, "role": "unlabeled", "label": None}
-    return ValidationCase("case", meta, maps, region, mask, np.array([True, True, False, False]))
+    return case_maps(name, maps, region, mask, [True, True, False, False])
+
+
+def test_strategies_are_registered_by_name():
+    assert set(STRATEGIES) >= {"histogram_peak", "validation_calibrated", "normal_percentile"}
+    with pytest.raises(CalibrationError, match="unknown threshold strategy 'otsu'"):
+        calibrate({"strategy": "otsu"}, [], None)
 
 
 def test_anomalous_side():

@@ -18,6 +18,10 @@ Three strategies, chosen by the planner and stored in the plans (``plans["thresh
   normal validation slices (the fold's held-out normal reference), i.e. a chosen false-positive
   rate on normal tissue.
 
+The strategies live in one registry (``STRATEGIES``, filled by ``@threshold_strategy``): each is a
+function from a fold's validation cases and their maps to a ``Threshold``; a new one is a decorated
+function, and the planner and the plans' checks pick it up by its name.
+
 Every threshold is found on validation data of the fold that trained the model, never on test
 labels (the HealthyGAN reference code picks its cutoff on the test labels; autouad never does).
 
@@ -32,18 +36,22 @@ percentile of the normal validation images' scores (the plan's percentile for im
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from autouad.calibration.histogram_peaks import DEFAULT_BINS, separated_peaks, valley_between
-from autouad.utils.files import load_json, load_npy
+from autouad.preprocessing.cases import PreprocessedCase, load_preprocessed_case
+from autouad.utils.files import load_json, load_npy, save_json
 
 THRESHOLD_FILE = "threshold.json"
-STRATEGIES = ("histogram_peak", "validation_calibrated", "normal_percentile")
 FALLBACK_PERCENTILE = 99.0
 IMAGE_PERCENTILE = 95.0
+
+# A fold's validation case and its anomaly maps (S, H, W) in the preprocessed slice space.
+CaseMaps = tuple[PreprocessedCase, np.ndarray]
 
 
 class CalibrationError(Exception):
@@ -122,112 +130,142 @@ def image_scores(maps: np.ndarray, region: np.ndarray, side: str) -> np.ndarray:
     return np.where(area > 0, (signed * region).sum(axis=(1, 2)) / np.maximum(area, 1), 0.0)
 
 
-# ---- a fold's validation data ------------------------------------------------------------------------
-def slice_region(data: np.ndarray, roi: np.ndarray | None, meta: dict, modality: str) -> np.ndarray:
-    """Where a preprocessed slice holds the image: the ROI when the dataset has one; else the
-    non-padded area, and for MRI / CT only its non-zero pixels (preprocessing zeroes everything
-    outside the foreground; an X-ray's foreground is the whole image)."""
-    if roi is not None:
-        return np.asarray(roi, bool)
-    s, _, h, w = data.shape
-    region = np.zeros((s, h, w), bool)
-    (top, _), (left, _) = meta["pad"]
-    rows, cols = meta["resampled_inplane_shape"]
-    region[:, max(top, 0):max(top, 0) + min(rows, h), max(left, 0):max(left, 0) + min(cols, w)] = True
-    if modality != "X-ray":
-        region &= (np.asarray(data) != 0).any(axis=1)
-    return region
-
-
+# ---- the calibrated cut as a value ---------------------------------------------------------------------
 @dataclass
-class ValidationCase:
-    """One validation case in the preprocessed slice space: its map and what calibration needs."""
-    name: str
-    meta: dict
-    maps: np.ndarray             # (S, H, W) float32
-    region: np.ndarray           # (S, H, W) bool
-    mask: np.ndarray | None      # (S, H, W) bool
-    is_reference: np.ndarray     # (S,) bool: slices of the normal reference
+class Threshold:
+    """A calibrated cut: map values at or beyond ``value`` on the ``anomalous_side`` are anomalous.
+    ``image`` is the image-level cut of 2D datasets (its ``value`` applies to image scores);
+    ``details`` what the strategy found (peaks, validation Dice, percentile, why it fell back)."""
+    value: float
+    anomalous_side: str
+    strategy: str
+    how: str = ""
+    image: dict | None = None
+    details: dict = field(default_factory=dict)
 
     @property
-    def is_2d(self) -> bool:
-        return bool(self.meta["orientation"]["is_2d"])
+    def image_value(self) -> float | None:
+        return None if self.image is None else float(self.image["value"])
+
+    def to_record(self) -> dict:
+        """threshold.json's content (flat, as autouad has always written it)."""
+        record = dict(self.details, strategy=self.strategy, value=self.value, anomalous_side=self.anomalous_side,
+                      how=self.how)
+        if self.image is not None:
+            record["image"] = self.image
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict, source: str | Path = "threshold") -> "Threshold":
+        try:
+            details = {k: v for k, v in record.items()
+                       if k not in ("strategy", "value", "anomalous_side", "how", "image")}
+            side = record["anomalous_side"]
+            side_sign(side)
+            return cls(float(record["value"]), side, str(record["strategy"]), str(record.get("how", "")),
+                       record.get("image"), details)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CalibrationError(f"{source}: not a threshold record ({e})") from None
 
 
-def load_validation_cases(fold_folder: Path, data_folder: Path, modality: str) -> list[ValidationCase]:
+# ---- the strategies ------------------------------------------------------------------------------------
+# name -> function(settings, cases, side, histogram_range) -> Threshold; CalibrationError when the
+# fold's data cannot support it (calibrate then falls back to the label-free percentile)
+Strategy = Callable[[dict, list[CaseMaps], str, "tuple[float, float] | None"], Threshold]
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def threshold_strategy(name: str):
+    def register(function: Strategy) -> Strategy:
+        STRATEGIES[name] = function
+        return function
+    return register
+
+
+@threshold_strategy("histogram_peak")
+def _histogram_peak(settings: dict, cases: list[CaseMaps], side: str, histogram_range) -> Threshold:
+    if histogram_range is None:
+        raise CalibrationError("the histogram-peak threshold needs a map with a fixed value range (ASC-Net's I_ro)")
+    counts = np.zeros(DEFAULT_BINS, np.int64)
+    for case, maps in cases:
+        counts += np.histogram(maps[case.region], DEFAULT_BINS, histogram_range)[0]
+    cut = settings.get("cut") or "peak"
+    peak = settings.get("peak") or "rightmost"
+    value, peaks = histogram_peak_threshold(counts, histogram_range, peak, cut)
+    return Threshold(value, side, "histogram_peak",
+                     f"{'the valley before the ' if cut == 'valley' else ''}{peak} of the separated peaks of the "
+                     f"validation histogram inside the region", details={"peaks": peaks, "cut": cut})
+
+
+@threshold_strategy("validation_calibrated")
+def _validation_calibrated(settings: dict, cases: list[CaseMaps], side: str, histogram_range) -> Threshold:
+    masked = [(maps[case.region], case.anomaly_mask[case.region]) for case, maps in cases if case.mask is not None]
+    value, dice = validation_calibrated_threshold(masked, side)
+    return Threshold(value, side, "validation_calibrated",
+                     "maximises the mean subject-wise Dice on the validation cases (before post-processing)",
+                     details={"validation_dice": dice})
+
+
+@threshold_strategy("normal_percentile")
+def _normal_percentile(settings: dict, cases: list[CaseMaps], side: str, histogram_range) -> Threshold:
+    percentile = float(settings.get("percentile") or FALLBACK_PERCENTILE)
+    normal = normal_pixel_values(cases)
+    if normal.size == 0:
+        raise CalibrationError("the fold's validation cases have no normal reference slices for a label-free "
+                               "percentile")
+    return Threshold(normal_percentile_threshold(normal, percentile, side), side, "normal_percentile",
+                     f"the {percentile:g}th percentile of the map on normal validation slices (label-free)",
+                     details={"percentile": percentile, "normal_pixels": int(normal.size)})
+
+
+# ---- a fold's validation data ------------------------------------------------------------------------
+def load_validation_maps(fold_folder: Path, data_folder: Path, modality: str) -> list[CaseMaps]:
+    """The validation cases of a trained fold with the maps it saved (``validation/``)."""
     index = load_json(fold_folder / "validation" / "maps.json")
-    cases = []
-    for name in index["cases"]:
-        meta = load_json(data_folder / f"{name}.json")
-        data = load_npy(data_folder / f"{name}.npy")
-        roi = data_folder / f"{name}_roi.npy"
-        mask = data_folder / f"{name}_mask.npy"
-        cases.append(ValidationCase(
-            name, meta, np.asarray(load_npy(fold_folder / "validation" / f"{name}.npy")),
-            slice_region(data, load_npy(roi) if roi.is_file() else None, meta, modality),
-            np.asarray(load_npy(mask), bool) if mask.is_file() else None,
-            np.asarray(meta["slices"]["is_reference"], bool)))
-    return cases
+    return [(load_preprocessed_case(data_folder, name, modality),
+             np.asarray(load_npy(fold_folder / "validation" / f"{name}.npy")))
+            for name in index["cases"]]
 
 
-def normal_pixel_values(cases: list[ValidationCase]) -> np.ndarray:
-    return np.concatenate([c.maps[c.is_reference][c.region[c.is_reference]] for c in cases] or [np.zeros(0)])
+def normal_pixel_values(cases: list[CaseMaps]) -> np.ndarray:
+    values = []
+    for case, maps in cases:
+        reference = case.is_reference
+        values.append(maps[reference][case.region[reference]])
+    return np.concatenate(values) if values else np.zeros(0)
 
 
 # ---- calibration of a fold -------------------------------------------------------------------------
-def calibrate(strategy: dict, cases: list[ValidationCase], histogram_range: tuple[float, float] | None,
-              image_percentile: float | None = None) -> dict:
-    """The content of threshold.json for ``strategy`` (the plans' ``threshold`` entry) from a fold's
-    validation cases."""
-    name = strategy["strategy"]
+def calibrate(plan, cases: list[CaseMaps], histogram_range: tuple[float, float] | None,
+              image_percentile: float | None = None) -> Threshold:
+    """The threshold of the plans' strategy (``plans.threshold``, a ThresholdPlan or its dict) from
+    a fold's validation cases and maps; the label-free percentile when the strategy cannot be
+    read off this data (the reason is kept in ``details["fallback_reason"]``)."""
+    settings = plan if isinstance(plan, dict) else {k: v for k, v in vars(plan).items() if v is not None}
+    name = settings["strategy"]
     if name not in STRATEGIES:
         raise CalibrationError(f"unknown threshold strategy {name!r}; known: {', '.join(STRATEGIES)}")
-    side = "below" if strategy.get("peak") == "leftmost" else "above"
-    record = {"requested": dict(strategy), "anomalous_side": side, "space": "preprocessed slices",
-              "cases": [c.name for c in cases]}
-    fallback_reason = None
-    if name == "histogram_peak":
-        if histogram_range is None:
-            raise CalibrationError("the histogram-peak threshold needs a map with a fixed value range (ASC-Net's I_ro)")
-        counts = np.zeros(DEFAULT_BINS, np.int64)
-        for c in cases:
-            counts += np.histogram(c.maps[c.region], DEFAULT_BINS, histogram_range)[0]
+    side = "below" if settings.get("peak") == "leftmost" else "above"
+    try:
+        threshold = STRATEGIES[name](settings, cases, side, histogram_range)
+    except CalibrationError as e:
+        if name == "normal_percentile":
+            raise
         try:
-            cut = strategy.get("cut", "peak")
-            value, peaks = histogram_peak_threshold(counts, histogram_range, strategy["peak"], cut)
-            record.update(strategy="histogram_peak", value=value, peaks=peaks, cut=cut,
-                          how=(f"{'the valley before the ' if cut == 'valley' else ''}{strategy['peak']} of the "
-                               f"separated peaks of the validation histogram inside the region"))
-        except CalibrationError as e:
-            fallback_reason = str(e)
-    elif name == "validation_calibrated":
-        masked = [c for c in cases if c.mask is not None]
-        try:
-            value, dice = validation_calibrated_threshold([(c.maps[c.region], c.mask[c.region]) for c in masked], side)
-            record.update(strategy="validation_calibrated", value=value, validation_dice=dice,
-                          how="maximises the mean subject-wise Dice on the validation cases (before post-processing)")
-        except CalibrationError as e:
-            fallback_reason = str(e)
-    if name == "normal_percentile" or fallback_reason:
-        percentile = float(strategy.get("percentile", FALLBACK_PERCENTILE))
-        normal = normal_pixel_values(cases)
-        if normal.size == 0:
-            raise CalibrationError((fallback_reason + "; and " if fallback_reason else "")
-                                   + "the fold's validation cases have no normal reference slices for a label-free "
-                                   "percentile")
-        record.update(strategy="normal_percentile", percentile=percentile,
-                      value=normal_percentile_threshold(normal, percentile, side), normal_pixels=int(normal.size),
-                      how=f"the {percentile:g}th percentile of the map on normal validation slices (label-free)")
-        if fallback_reason:
-            record["fallback_reason"] = fallback_reason
-    if cases and all(c.is_2d for c in cases):
-        record["image"] = calibrate_image_threshold(cases, side, image_percentile or IMAGE_PERCENTILE)
-    return record
+            threshold = STRATEGIES["normal_percentile"](settings, cases, side, histogram_range)
+        except CalibrationError as fallback:
+            raise CalibrationError(f"{e}; and {fallback}") from None
+        threshold.details["fallback_reason"] = str(e)
+    threshold.details.update(requested=dict(settings), space="preprocessed slices",
+                             cases=[case.name for case, _ in cases])
+    if cases and all(case.is_2d for case, _ in cases):
+        threshold.image = calibrate_image_threshold(cases, side, image_percentile or IMAGE_PERCENTILE)
+    return threshold
 
 
-def calibrate_image_threshold(cases: list[ValidationCase], side: str, percentile: float) -> dict:
+def calibrate_image_threshold(cases: list[CaseMaps], side: str, percentile: float) -> dict:
     """Image-level cut for 2D datasets: a percentile of the normal validation images' scores."""
-    normal = [image_scores(c.maps, c.region, side)[c.is_reference] for c in cases]
+    normal = [image_scores(maps, case.region, side)[case.is_reference] for case, maps in cases]
     normal = np.concatenate(normal) if normal else np.zeros(0)
     if normal.size == 0:
         raise CalibrationError("no normal validation images to calibrate the image-level threshold on")
@@ -236,15 +274,12 @@ def calibrate_image_threshold(cases: list[ValidationCase], side: str, percentile
             "how": f"the {percentile:g}th percentile of the scores of normal validation images (label-free)"}
 
 
-def calibrate_fold(fold_folder: Path, plans: dict, cases: list[ValidationCase],
-                   histogram_range: tuple[float, float] | None) -> dict:
-    """Calibrate a trained fold on its validation cases (load_validation_cases) and write
+def calibrate_fold(fold_folder: Path, plans, cases: list[CaseMaps],
+                   histogram_range: tuple[float, float] | None) -> Threshold:
+    """Calibrate a trained fold on its validation cases (load_validation_maps) and write
     ``threshold.json`` into the fold's folder."""
-    from autouad.utils.files import save_json
-
-    strategy = plans["threshold"]
-    image_percentile = strategy.get("percentile") if plans.get("task") == "image" else None
-    record = calibrate(strategy, cases, histogram_range, image_percentile)
-    record.update(fold=int(fold_folder.name.split("_")[-1]), plans_name=plans["plans_name"])
-    save_json(record, fold_folder / THRESHOLD_FILE)
-    return record
+    image_percentile = plans.threshold.percentile if plans.task == "image" else None
+    threshold = calibrate(plans.threshold, cases, histogram_range, image_percentile)
+    threshold.details.update(fold=int(Path(fold_folder).name.split("_")[-1]), plans_name=plans.plans_name)
+    save_json(threshold.to_record(), Path(fold_folder) / THRESHOLD_FILE)
+    return threshold

@@ -4,6 +4,7 @@ The pixel k-nearest-neighbour baseline (autouad/evaluation/baselines.py) scores 
 (default: the dataset's imagesTs) by its distance to the dataset's normal training images and
 writes scores.csv and predictions.json in the layout of autouad_predict, so that
 ``autouad_evaluate -r .../dataset.json -p OUTPUT`` scores it exactly as it scores a method.
+A thin layer over autouad.api.baseline_knn.
 """
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from autouad.evaluation.baselines import knn_baseline_predictions
-from autouad.inference.predictor import PredictionError, check_folders
-from autouad.paths import find_dataset_name, raw_root
+from autouad import api
+from autouad.inference.predictor import PredictionError
 from autouad.utils.images import ImageReadError
 
 
@@ -28,10 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=32, help="side of the shrunk grey images (default 32)")
     args = parser.parse_args(argv)
     try:
-        dataset_folder = raw_root() / find_dataset_name(args.dataset)
-        input_folder = args.input if args.input is not None else dataset_folder / "imagesTs"
-        check_folders(input_folder, args.output, None)
-        record = knn_baseline_predictions(dataset_folder, input_folder, args.output, k=args.k, size=args.size)
+        record = api.baseline_knn(args.dataset, args.output, args.input, k=args.k, size=args.size)
     except (ValueError, FileNotFoundError, ImageReadError, PredictionError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ post-processing and, when the predictions hold maps/, AUROC, average precision a
 best-possible Dice, an upper bound that uses the reference labels), or a labels file, a CSV with a
 case,label header or a raw dataset's dataset.json (image level, from PREDICTIONS/scores.csv).
 The results go to summary.json, by default in PREDICTIONS; the reference is never written to.
+A thin layer over autouad.api.evaluate.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from autouad.evaluation.evaluator import EvaluationError, default_summary_path, evaluate_folders, format_summary_table
+from autouad import api
+from autouad.evaluation.evaluator import EvaluationError, format_summary_table
 from autouad.utils.images import ImageReadError
 
 
@@ -28,15 +30,14 @@ def main(argv=None) -> int:
                         help="folder of region-of-interest masks to compute AUROC / AP / best Dice in "
                              "(default PREDICTIONS/rois, else the whole image)")
     args = parser.parse_args(argv)
-    output = args.output if args.output is not None else default_summary_path(args.predictions)
     try:
-        summary = evaluate_folders(args.reference, args.predictions, roi_folder=args.roi, output=output)
+        result = api.evaluate(args.reference, args.predictions, roi_folder=args.roi, output=args.output)
     except (EvaluationError, ImageReadError, FileNotFoundError) as e:
         message = " ".join(str(e).split())
         print(f"error: {message}", file=sys.stderr)
         return 1
-    print(format_summary_table(summary))
-    print(f"summary written to {output}")
+    print(format_summary_table(result.summary))
+    print(f"summary written to {result.path}")
     return 0
 
 

@@ -14,7 +14,7 @@ from autouad.dataset.raw_dataset import (CASE_KEYS_TEST, CASE_KEYS_TRAINING, MOD
                                          NORMAL_REFERENCE_PROTOCOLS, OPTIONAL_KEYS, REQUIRED_KEYS, ROLES,
                                          SPLIT_FOLDERS, CaseFiles, RawDataset)
 from autouad.preprocessing.orientation import Orientation, orientation_of
-from autouad.utils.images import SUPPORTED_ENDINGS, Geometry, ImageReadError, read_image, verify_file
+from autouad.utils.images import SUPPORTED_ENDINGS, Geometry, ImageReadError, image_array, read_image, verify_file
 
 
 class DatasetValidationError(Exception):
@@ -100,6 +100,18 @@ class LoadedCase:
     spacing: tuple[float, float, float]  # canonical (slice, row, column)
 
 
+def _checked_array(array: np.ndarray, where: str, problems: list[str]) -> bool:
+    """Whether an image's voxels are usable: not empty, all finite (problems appended, naming it)."""
+    if array.size == 0 or min(array.shape) == 0:
+        problems.append(f"{where}: image is empty (shape {array.shape})")
+        return False
+    if not np.isfinite(array).all():
+        n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+        problems.append(f"{where}: contains {n_nan} NaN and {n_inf} Inf values")
+        return False
+    return True
+
+
 def _read_checked(path: Path, problems: list[str]):
     """(array, geometry) of a readable, complete, non-empty, finite file; else None with the
     problem appended."""
@@ -112,60 +124,90 @@ def _read_checked(path: Path, problems: list[str]):
     except ImageReadError as e:
         problems.append(str(e))
         return None
-    if array.size == 0 or min(array.shape) == 0:
-        problems.append(f"{path}: image is empty (shape {array.shape})")
-        return None
-    if not np.isfinite(array).all():
-        n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
-        problems.append(f"{path}: contains {n_nan} NaN and {n_inf} Inf values")
-        return None
-    return array, geometry
+    return (array, geometry) if _checked_array(array, str(path), problems) else None
 
 
 def load_case(case: CaseFiles) -> LoadedCase | list[str]:
     """Read and check every file of a case; returns the loaded case, or its list of problems."""
     problems: list[str] = []
-    arrays, geometries = [], []
+    channels = []
     for path in case.images:
         if not path.is_file():
             problems.append(f"{path}: missing channel file")
             continue
         read = _read_checked(path, problems)
-        if read is None:
-            continue
-        array, geometry = read
-        if float(array.max()) == float(array.min()):
-            problems.append(f"{path}: image is constant (every voxel {float(array.min()):g})")
-        arrays.append(array)
-        geometries.append((path, geometry))
+        if read is not None:
+            channels.append((str(path), *read))
     extras = {}
     for kind, path in (("mask", case.mask), ("roi", case.roi)):
         read = None if path is None else _read_checked(path, problems)
-        if read is None:
+        if read is not None:
+            extras[kind] = (str(path), *read)
+    return assemble_case(case, channels, extras, problems)
+
+
+def case_from_images(case: CaseFiles, images: list, roi=None) -> LoadedCase | list[str]:
+    """A case from SimpleITK images in memory (one per channel; ``roi`` optional), checked like
+    files are; ``case`` names it (its file paths are not read). Problems name the case's channel."""
+    problems: list[str] = []
+    channels = []
+    for index, image in enumerate(images):
+        where = f"{case.case_id} channel {index}"
+        try:
+            array, geometry = image_array(image, where)
+        except ImageReadError as e:
+            problems.append(str(e))
             continue
-        array, geometry = read
+        if _checked_array(array, where, problems):
+            channels.append((where, array, geometry))
+    extras = {}
+    if roi is not None:
+        where = f"{case.case_id} ROI"
+        try:
+            array, geometry = image_array(roi, where)
+            if _checked_array(array, where, problems):
+                extras["roi"] = (where, array, geometry)
+        except ImageReadError as e:
+            problems.append(str(e))
+    return assemble_case(case, channels, extras, problems)
+
+
+def assemble_case(case: CaseFiles, channels: list[tuple[str, np.ndarray, Geometry]],
+                  extras: dict[str, tuple[str, np.ndarray, Geometry]], problems: list[str]) -> LoadedCase | list[str]:
+    """The checks across a case's images (constant channels, binary masks, one geometry) and its
+    canonical orientation; ``channels`` and ``extras`` hold (what to call it, array, geometry)."""
+    geometries = []
+    for where, array, geometry in channels:
+        if float(array.max()) == float(array.min()):
+            problems.append(f"{where}: image is constant (every voxel {float(array.min()):g})")
+        geometries.append((where, geometry))
+    masks = {}
+    for kind, (where, array, geometry) in extras.items():
         values = np.unique(array)
         if not np.all(np.isin(values, (0, 1))):
-            problems.append(f"{path}: a {kind} must hold only 0 and 1, found values {values[:6].tolist()}")
+            problems.append(f"{where}: a {kind} must hold only 0 and 1, found values {values[:6].tolist()}")
         if kind == "roi" and not (array > 0).any():
-            problems.append(f"{path}: region-of-interest mask is empty")
-        extras[kind] = array > 0
-        geometries.append((path, geometry))
+            problems.append(f"{where}: region-of-interest mask is empty")
+        masks[kind] = array > 0
+        geometries.append((where, geometry))
     if geometries:
-        ref_path, ref = geometries[0]
-        for path, geometry in geometries[1:]:
+        ref_where, ref = geometries[0]
+        for where, geometry in geometries[1:]:
             diff = ref.mismatch(geometry)
             if diff:
-                problems.append(f"{path}: geometry differs from {ref_path.name}: {diff}")
+                problems.append(f"{where}: geometry differs from {Path(ref_where).name}: {diff}")
+    if not channels and not problems:
+        problems.append(f"{case.case_id}: no image")
     if problems:
         return problems
+    arrays = [array for _, array, _ in channels]
     if len(geometries[0][1].size) not in (2, 3):
-        return [f"{case.images[0]}: {len(geometries[0][1].size)}D images are not supported"]
+        return [f"{geometries[0][0]}: {len(geometries[0][1].size)}D images are not supported"]
     geometry = geometries[0][1]
     orientation = orientation_of(geometry)
     data = orientation.to_canonical(np.stack(arrays))
-    mask = orientation.to_canonical(extras["mask"]) if "mask" in extras else None
-    roi = orientation.to_canonical(extras["roi"]) if "roi" in extras else None
+    mask = orientation.to_canonical(masks["mask"]) if "mask" in masks else None
+    roi = orientation.to_canonical(masks["roi"]) if "roi" in masks else None
     return LoadedCase(case, np.ascontiguousarray(data, dtype=np.float32),
                       None if mask is None else np.ascontiguousarray(mask),
                       None if roi is None else np.ascontiguousarray(roi),

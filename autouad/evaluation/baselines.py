@@ -173,11 +173,9 @@ def intensity_baseline_predictions(cases: list, reference_cases: list, channel: 
         loaded, values, region = loaded_map(case)
         name = f"{case.case_id}{file_ending(case.images[channel])}"
         back = loaded.orientation.from_canonical
-        write_image(np.ascontiguousarray(back((values >= threshold) & region).astype(np.uint8)), loaded.geometry,
-                    output_folder / name)
-        write_image(np.ascontiguousarray(back(values)), loaded.geometry, output_folder / MAPS_FOLDER / name)
-        write_image(np.ascontiguousarray(back(region).astype(np.uint8)), loaded.geometry,
-                    output_folder / ROIS_FOLDER / name)
+        write_image(back((values >= threshold) & region).astype(np.uint8), output_folder / name, loaded.geometry)
+        write_image(back(values), output_folder / MAPS_FOLDER / name, loaded.geometry)
+        write_image(back(region).astype(np.uint8), output_folder / ROIS_FOLDER / name, loaded.geometry)
         done[case.case_id] = {"file": name}
     record = {"method": "intensity_threshold", "channel": channel, "side": side, "threshold": threshold,
               "threshold_rule": f"{percentile:g}th percentile of the standardised channel on the normal reference "

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autouad.evaluation.metrics import (MAX_POOLED_VALUES, average_precision, best_mean_dice, dice,
-                                        image_level_metrics, mean_std, pool_values, roc_auc,
-                                        undefined_to_none)
+from autouad.evaluation.metrics import image_level_metrics, undefined_to_none
+from autouad.evaluation.scoring import CaseOutcome, score_cases
 from autouad.inference.outputs import (MAPS_FOLDER, PREDICTIONS_FILE, ROIS_FOLDER, SCORES_FILE,
                                       WITHOUT_POSTPROCESSING_FOLDER)
 from autouad.utils.files import load_json, save_json
@@ -34,8 +33,6 @@ SUMMARY_FILE = "summary.json"
 ANOMALOUS_SIDES = ("above", "below")
 IMAGE_METRIC_NAMES = (("auroc", "AUROC"), ("average_precision", "Average precision"), ("precision", "Precision"),
                       ("recall", "Recall"), ("specificity", "Specificity"), ("f1", "F1"), ("accuracy", "Accuracy"))
-BEST_POSSIBLE_DICE_NOTE = ("upper bound: the threshold is chosen with the reference labels of the evaluated cases; "
-                           "it is never used for predictions")
 
 
 class EvaluationError(Exception):
@@ -195,68 +192,38 @@ def _evaluate_pixels(reference: Path, predictions: Path, roi_folder: Path | None
         raise EvaluationError(f"{rois_folder}: no such region-of-interest folder")
     unprocessed, maps, rois = (_optional_folder(f) for f in (unprocessed_folder, maps_folder, rois_folder))
     anomalous_side = read_anomalous_side(predictions)
-    sign = -1.0 if anomalous_side == "below" else 1.0
 
-    cases: dict[str, dict] = {}
-    scored_pixels: list[tuple[np.ndarray, np.ndarray]] = []  # (score, label) inside the ROI, per case with a map
-    for case_id in matched:
-        reference_path = references[case_id]
-        reference_mask = read_image(reference_path, dtype=np.float32)[0] > 0
-        shape = reference_mask.shape
-        prediction = _read_like(predicted[case_id], reference_path, shape) > 0
-        entry = {"dice": dice(prediction, reference_mask), "dice_without_postprocessing": None,
-                 "auroc": None, "average_precision": None,
-                 "reference_voxels": int(np.count_nonzero(reference_mask)),
-                 "predicted_voxels": int(np.count_nonzero(prediction))}
-        if unprocessed is not None:
-            unprocessed_path = _file_of(unprocessed, case_id, unprocessed_folder, "mask")
-            entry["dice_without_postprocessing"] = dice(_read_like(unprocessed_path, reference_path, shape) > 0,
-                                                        reference_mask)
-        if maps is not None:
-            map_path = _file_of(maps, case_id, maps_folder, "anomaly map")
-            anomaly_map = _read_like(map_path, reference_path, shape)
-            if rois is not None:
-                roi = _read_like(_file_of(rois, case_id, rois_folder, "region of interest"), reference_path, shape) > 0
-                scores, labels = sign * anomaly_map[roi], reference_mask[roi]
-            else:
-                scores, labels = sign * anomaly_map.ravel(), reference_mask.ravel()
-            if not np.isfinite(scores).all():
-                raise EvaluationError(f"{map_path}: contains NaN or infinite values inside the region of interest")
-            entry["auroc"], entry["average_precision"] = roc_auc(scores, labels), average_precision(scores, labels)
-            scored_pixels.append((scores, labels))
-        cases[case_id] = entry
+    def outcomes():
+        """One case at a time: only the cases' scored pixels stay in memory, not their volumes."""
+        for case_id in matched:
+            reference_path = references[case_id]
+            reference_mask = read_image(reference_path, dtype=np.float32)[0] > 0
+            shape = reference_mask.shape
+            outcome = CaseOutcome(case_id, reference=reference_mask,
+                                  mask=_read_like(predicted[case_id], reference_path, shape) > 0)
+            if unprocessed is not None:
+                unprocessed_path = _file_of(unprocessed, case_id, unprocessed_folder, "mask")
+                outcome.mask_without_postprocessing = _read_like(unprocessed_path, reference_path, shape) > 0
+            if maps is not None:
+                map_path = _file_of(maps, case_id, maps_folder, "anomaly map")
+                outcome.map = _read_like(map_path, reference_path, shape)
+                if rois is not None:
+                    outcome.region = _read_like(_file_of(rois, case_id, rois_folder, "region of interest"),
+                                                reference_path, shape) > 0
+                inside = outcome.map if outcome.region is None else outcome.map[outcome.region]
+                if not np.isfinite(inside).all():
+                    raise EvaluationError(f"{map_path}: contains NaN or infinite values inside the region of interest")
+            yield outcome
 
-    # Subject-wise means run over the cases with anomalies, as the papers' tables: Dice is undefined
-    # on a case without any (a perfect empty prediction would count 1); those report what got flagged.
-    abnormal = {k: c for k, c in cases.items() if c["reference_voxels"] > 0}
-    pixel = {"dice": mean_std([c["dice"] for c in abnormal.values()]),
-             "cases_without_anomaly": {"n": len(cases) - len(abnormal),
-                                       "with_flagged_voxels": sum(c["predicted_voxels"] > 0 for k, c in cases.items()
-                                                                  if k not in abnormal)},
-             "dice_without_postprocessing": None, "auroc": None, "average_precision": None,
-             "pooled_auroc": None, "pooled_average_precision": None, "best_possible_dice": None}
-    if unprocessed is not None:
-        pixel["dice_without_postprocessing"] = mean_std([c["dice_without_postprocessing"] for c in abnormal.values()])
-    if scored_pixels:
-        pixel["auroc"] = mean_std([c["auroc"] for c in abnormal.values()])
-        pixel["average_precision"] = mean_std([c["average_precision"] for c in abnormal.values()])
-        pooled_scores = pool_values([s for s, _ in scored_pixels], MAX_POOLED_VALUES)
-        pooled_labels = pool_values([lab for _, lab in scored_pixels], MAX_POOLED_VALUES)
-        pixel["pooled_auroc"] = roc_auc(pooled_scores, pooled_labels)
-        pixel["pooled_average_precision"] = average_precision(pooled_scores, pooled_labels)
-        threshold, mean_dice = best_mean_dice([(sc, lab) for sc, lab in scored_pixels if lab.any()] or scored_pixels)
-        # Reported on the map's own scale: with "below", a pixel is anomalous at or below it.
-        pixel["best_possible_dice"] = {"threshold": sign * threshold, "anomalous_side": anomalous_side,
-                                       "mean_dice": mean_dice, "note": BEST_POSSIBLE_DICE_NOTE}
-
-    summary = {"reference": str(reference), "predictions": str(predictions), "num_cases": len(matched),
-               "missing": sorted(set(references) - set(predicted)), "pixel": pixel, "image": None, "cases": cases}
+    summary = score_cases(outcomes(), anomalous_side)
+    summary.update(reference=str(reference), predictions=str(predictions),
+                   missing=sorted(set(references) - set(predicted)))
     scores_path = predictions / SCORES_FILE
     if scores_path.is_file():
-        labels = {case_id: int(entry["reference_voxels"] > 0) for case_id, entry in cases.items()}
+        labels = {case_id: int(entry["reference_voxels"] > 0) for case_id, entry in summary["cases"].items()}
         summary["image"], image_cases = _evaluate_images(labels, scores_path)
         for case_id, values in image_cases.items():
-            cases[case_id].update(values)
+            summary["cases"][case_id].update(values)
     return summary
 
 

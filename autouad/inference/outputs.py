@@ -47,10 +47,11 @@ def output_endings(input_ending: str) -> tuple[str, str]:
     return input_ending, input_ending
 
 
-def write_image(array: np.ndarray, geometry: Geometry, path: Path) -> None:
-    """``array`` with ``geometry``, written atomically (the temporary file keeps the ending, by
-    which SimpleITK picks the format)."""
-    image = geometry.apply_to(sitk.GetImageFromArray(array))
+def write_image(image: sitk.Image, path: Path, geometry: Geometry | None = None) -> None:
+    """A SimpleITK image (or an array given its ``geometry``), written atomically (the temporary
+    file keeps the ending, by which SimpleITK picks the format)."""
+    if not isinstance(image, sitk.Image):
+        image = geometry.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(image)))
     ending = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     with atomic_output(path, suffix=".tmp" + ending) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=ending in (".nii.gz", ".mha", ".nrrd"))

@@ -1,16 +1,22 @@
-"""Prediction: images in, anomaly masks (and maps, and image scores) out, in the inputs' geometry.
+"""Prediction: images in, anomaly maps, masks and image scores out, in the inputs' geometry.
 
-Per case: read and check the files, preprocess exactly as the plan preprocessed the training data,
-run every chosen fold's model on the slices and average their maps, cut the mean map at the mean
-of the folds' calibrated thresholds (threshold.json, found on each fold's validation data), post-
-process as the plan says, and undo cropping, resampling and reorientation so that every output has
-its input's shape, spacing, origin and direction.
+    predictor = AnomalyPredictor.from_folder("results/Dataset001_BraTS/ascnet__autouadPlans")
+    result = predictor.predict([flair, t1c], roi=brain)    # SimpleITK images in memory
+    result.map, result.mask, result.score
+
+Per case: check the images, preprocess them exactly as the plan preprocessed the training data,
+run every fold's model (autouad.model.AnomalyModel) on the slices and average their maps, cut the
+mean map at the mean of the folds' calibrated thresholds (each found on its fold's validation
+data), post-process as the plan says, and undo cropping, resampling and reorientation, so that
+every output has its input's shape, spacing, origin and direction. ``predict_folder`` does the same
+for a folder of files, through the same steps, and writes what ``predict`` returns: the files are
+equal to the in-memory results voxel for voxel.
 
 Slices of several cases go through the networks together (a folder of 2D X-rays is one batch of
 many images, not one forward pass per image), in inference mode, on the CPU or a GPU.
 
-The output folder's layout is in autouad.inference.outputs. Masks of 2D images are PNG and their maps TIFF (JPEG would alter a mask, PNG cannot hold floats);
-.mhd inputs give .mha outputs (one self-contained file).
+The output folder's layout is in autouad.inference.outputs. Masks of 2D images are PNG and their
+maps TIFF (JPEG would alter a mask, PNG cannot hold floats); .mhd inputs give .mha outputs.
 """
 from __future__ import annotations
 
@@ -22,22 +28,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from autouad.calibration.thresholds import THRESHOLD_FILE, anomalous, image_scores, slice_region
-from autouad.dataset.validation import load_case
+from autouad.calibration.thresholds import anomalous, image_scores
+from autouad.dataset.raw_dataset import CaseFiles
+from autouad.dataset.validation import LoadedCase, case_from_images, load_case
 from autouad.inference.inputs import InputCase, find_input_cases
 from autouad.inference.outputs import (MAPS_FOLDER, PREDICTIONS_FILE, ROIS_FOLDER, SCORES_FILE,
                                        WITHOUT_POSTPROCESSING_FOLDER, output_endings, write_image, write_scores)
-from autouad.methods import trainer_class
+from autouad.model import CHECKPOINT_FINAL, AnomalyModel, ModelError
+from autouad.planning.plans import _to_dict as plans_to_dict
 from autouad.postprocessing.morphology import postprocess_slices
+from autouad.preprocessing.cases import slice_region
 from autouad.preprocessing.foreground import foreground_mask
 from autouad.preprocessing.preprocessor import CasePreprocessor, restore_to_file_array
-from autouad.training.base_trainer import CHECKPOINT_FINAL, LOG_FILE
-from autouad.utils.files import load_json, save_json
+from autouad.utils.files import save_json
 from autouad.utils.images import Geometry
-
 
 
 class PredictionError(Exception):
@@ -45,21 +53,30 @@ class PredictionError(Exception):
 
 
 @dataclass
-class FoldModel:
-    fold: int
-    trainer: object  # an AutoUADTrainer holding only its networks
-    threshold: dict  # the fold's threshold.json
-
-
-@dataclass
 class PreparedCase:
     """A case read and preprocessed, waiting for its maps."""
-    case: InputCase
+    name: str
+    inputs: list[str]             # what it was read from (files, or "in memory")
+    ending: str | None            # the input files' ending (None in memory)
     geometry: Geometry
     meta: dict
     slices: np.ndarray            # (S, C, H, W) preprocessed
     region: np.ndarray            # (S, H, W) bool, in slice space
     file_region: np.ndarray       # bool, in the file's array shape
+
+
+@dataclass
+class Prediction:
+    """One case's results, every image in the input's geometry."""
+    name: str
+    map: sitk.Image                                   # float32 anomaly map, 0 outside the region
+    mask: sitk.Image                                  # uint8, post-processed where the plan says so
+    mask_without_postprocessing: sitk.Image | None    # uint8, when post-processing ran
+    region: sitk.Image                                # uint8: where the map counts (ROI / foreground)
+    score: float                                      # image-level score, higher = more anomalous
+    decision: int | None                              # 1 anomalous, 0 normal, by the image-level cut
+    slices: int
+    anomalous_voxels: int
 
 
 def check_folders(input_folder: Path, output_folder: Path, roi_folder: Path | None) -> None:
@@ -72,79 +89,131 @@ def check_folders(input_folder: Path, output_folder: Path, roi_folder: Path | No
 
 
 def trained_folds(model_folder: Path) -> list[int]:
-    return sorted(int(p.parent.name.split("_")[1]) for p in model_folder.glob(f"fold_*/{CHECKPOINT_FINAL}"))
+    return sorted(int(p.parent.name.split("_")[1]) for p in Path(model_folder).glob(f"fold_*/{CHECKPOINT_FINAL}"))
 
 
-def load_fold_model(model_folder: Path, plans: dict, fold: int, device: torch.device, checkpoint: str) -> FoldModel:
-    fold_folder = model_folder / f"fold_{fold}"
-    checkpoint_path = fold_folder / checkpoint
-    if not checkpoint_path.is_file():
-        raise PredictionError(f"{checkpoint_path}: fold {fold} has no {checkpoint}; train it with "
-                              f"autouad_train {plans['dataset']} {fold} -m {plans['method']}")
-    threshold_path = fold_folder / THRESHOLD_FILE
-    if not threshold_path.is_file():
-        raise PredictionError(f"{threshold_path}: fold {fold} is not calibrated; run autouad_train "
-                              f"{plans['dataset']} {fold} -m {plans['method']} --val")
-    log = fold_folder / LOG_FILE
-    dotted = load_json(log).get("trainer") if log.is_file() else None  # a user's own trainer subclass too
-    cls = trainer_class(plans["method"], dotted)
-    return FoldModel(fold, cls.for_inference(plans, fold, checkpoint_path, device), load_json(threshold_path))
+def choose_device(requested: str | None) -> str:
+    if requested in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise PredictionError("--device cuda: no CUDA GPU is visible to torch")
+    return requested
 
 
 class AnomalyPredictor:
-    """The trained folds of one model folder (``$AUTOUAD_results/<dataset>/<method>__<plans>``)."""
+    """The trained folds of one configuration, predicting as one model (their maps averaged)."""
 
-    def __init__(self, model_folder: Path, folds: list[int] | None = None, device: str = "cpu",
-                 checkpoint: str = CHECKPOINT_FINAL, postprocess: bool = True, batch_size: int | None = None,
-                 precision: str = "auto"):
-        self.model_folder = Path(model_folder)
-        for name in ("plans.json", "dataset.json"):
-            if not (self.model_folder / name).is_file():
-                raise PredictionError(f"{self.model_folder / name}: missing; is this a trained model folder?")
-        self.plans = load_json(self.model_folder / "plans.json")
-        self.dataset_meta = load_json(self.model_folder / "dataset.json")
-        self.modality = self.dataset_meta["modality"]
-        self.device = torch.device(device)
-        available = trained_folds(self.model_folder)
-        self.folds = list(folds) if folds else available
-        if not self.folds:
-            raise PredictionError(f"{self.model_folder}: no fold has {CHECKPOINT_FINAL} yet")
-        self.models = [load_fold_model(self.model_folder, self.plans, f, self.device, checkpoint) for f in self.folds]
-        for model in self.models:
-            model.trainer.inference_precision = precision
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # every batch has the plan's slice size: pick the fastest kernels once
-        sides = {m.threshold["anomalous_side"] for m in self.models}
+    def __init__(self, models: list[AnomalyModel], postprocess: bool = True, batch_size: int | None = None,
+                 precision: str = "auto", source: Path | None = None):
+        if not models:
+            raise PredictionError("no trained fold to predict with")
+        self.models = models
+        self.source = source
+        first = models[0]
+        for model in models[1:]:
+            if (model.method, model.plans.plans_name) != (first.method, first.plans.plans_name):
+                raise PredictionError(f"{model.source}: fold {model.fold} is {model.method}/{model.plans.plans_name}, "
+                                      f"fold {first.fold} {first.method}/{first.plans.plans_name}")
+        uncalibrated = [m for m in models if m.threshold is None]
+        if uncalibrated:
+            m = uncalibrated[0]
+            raise PredictionError(f"{m.source}: fold {m.fold} is not calibrated; run autouad_train "
+                                  f"{m.plans.dataset} {m.fold} -m {m.method} --val")
+        sides = {m.threshold.anomalous_side for m in models}
         if len(sides) > 1:
-            raise PredictionError(f"{self.model_folder}: the folds disagree on the anomalous side ({sorted(sides)})")
+            raise PredictionError(f"{source}: the folds disagree on the anomalous side ({sorted(sides)})")
         self.side = sides.pop()
         # One cut for the fold-averaged map: the mean of the folds' cuts (identical for one fold).
-        self.threshold = float(np.mean([m.threshold["value"] for m in self.models]))
-        image = [m.threshold.get("image") for m in self.models]
-        self.image_threshold = float(np.mean([t["value"] for t in image])) if all(image) else None
-        pp = self.plans.get("postprocessing") or {}
-        self.postprocessing = pp if pp.get("enabled") and postprocess else None
-        self.preprocessor = CasePreprocessor(self.plans["preprocessing"], self.modality,
-                                             self.dataset_meta.get("normal_reference", "cases"))
-        self.batch_size = batch_size or max(1, 2 * int(self.plans["batch_size"]))
+        self.threshold = float(np.mean([m.threshold.value for m in models]))
+        image = [m.threshold.image_value for m in models]
+        self.image_threshold = float(np.mean(image)) if all(v is not None for v in image) else None
+        for model in models:
+            model.set_precision(precision)
+        self.precision = precision
+        if first.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every batch has the plan's slice size: pick the fastest kernels once
+        pp = self.plans.postprocessing
+        self.postprocessing = pp if pp.enabled and postprocess else None
+        self.preprocessor = CasePreprocessor(self.plans.preprocessing, self.modality, self.dataset.normal_reference)
+        self.batch_size = batch_size or max(1, 2 * int(self.plans.batch_size))
 
-    # ---- one case at a time ------------------------------------------------------------------------
-    def prepare(self, case: InputCase) -> PreparedCase:
-        """Read, check and preprocess; raises PredictionError naming the file on any problem."""
-        files = case.as_case_files()
-        loaded = load_case(files)
+    @classmethod
+    def from_folder(cls, model_folder: str | Path, folds: list[int] | None = None, device: str | None = None,
+                    checkpoint: str = CHECKPOINT_FINAL, postprocess: bool = True, batch_size: int | None = None,
+                    precision: str = "auto") -> "AnomalyPredictor":
+        """Every trained fold of a configuration folder (``$AUTOUAD_results/<dataset>/<method>__<plans>``),
+        or the ``folds`` given; ``device`` None picks a GPU when torch sees one."""
+        model_folder = Path(model_folder)
+        if not model_folder.is_dir():
+            raise PredictionError(f"{model_folder}: no such model folder")
+        folds = list(folds) if folds else trained_folds(model_folder)
+        if not folds:
+            raise PredictionError(f"{model_folder}: no fold has {CHECKPOINT_FINAL} yet")
+        device = choose_device(device)
+        try:
+            models = [AnomalyModel.load(model_folder / f"fold_{f}", device, checkpoint) for f in folds]
+        except ModelError as e:
+            raise PredictionError(str(e)) from None
+        return cls(models, postprocess, batch_size, precision, model_folder)
+
+    # ---- what it is ------------------------------------------------------------------------------
+    @property
+    def plans(self):
+        return self.models[0].plans
+
+    @property
+    def dataset(self):
+        return self.models[0].dataset
+
+    @property
+    def modality(self) -> str:
+        return self.dataset.modality
+
+    @property
+    def folds(self) -> list[int]:
+        return [m.fold for m in self.models]
+
+    @property
+    def device(self) -> torch.device:
+        return self.models[0].device
+
+    # ---- one case --------------------------------------------------------------------------------
+    def predict(self, image: sitk.Image | list[sitk.Image], roi: sitk.Image | None = None,
+                name: str = "image") -> Prediction:
+        """The map, masks and score of one case given as SimpleITK images (one per channel of the
+        plan, in dataset.json's order; a single image for a single-channel plan) and an optional
+        region-of-interest mask in the same geometry."""
+        images = [image] if isinstance(image, sitk.Image) else list(image)
+        case = CaseFiles(name, "test", [], None, None, role=None, label=None, patient=name)
+        loaded = case_from_images(case, images, roi)
         if isinstance(loaded, list):
             raise PredictionError("; ".join(loaded))
-        meta, slices, _, roi = self.preprocessor.run(files, loaded)
+        prepared = self.prepare_loaded(loaded, name, ["in memory"], None)
+        return self.result(prepared, self.predict_maps(prepared.slices))
+
+    def prepare(self, case: InputCase) -> PreparedCase:
+        """Read, check and preprocess a case's files; PredictionError naming the file on any problem."""
+        loaded = load_case(case.as_case_files())
+        if isinstance(loaded, list):
+            raise PredictionError("; ".join(loaded))
+        return self.prepare_loaded(loaded, case.case_id, [str(p) for p in case.images], case.ending)
+
+    def prepare_loaded(self, loaded: LoadedCase, name: str, inputs: list[str], ending: str | None) -> PreparedCase:
+        expected = len(self.dataset.channel_names)
+        if loaded.data.shape[0] != expected:
+            raise PredictionError(f"{inputs[0]}: case {name} has {loaded.data.shape[0]} channel(s), the model reads "
+                                  f"{expected} ({', '.join(self.dataset.channel_names.values())})")
+        meta, slices, _, roi = self.preprocessor.run(loaded.case, loaded)
         foreground, _ = foreground_mask(loaded.data, loaded.roi, self.modality)
-        return PreparedCase(case, loaded.geometry, meta, slices, slice_region(slices, roi, meta, self.modality),
+        return PreparedCase(name, inputs, ending, loaded.geometry, meta, slices,
+                            slice_region(slices, roi, meta, self.modality),
                             np.ascontiguousarray(loaded.orientation.from_canonical(foreground)))
 
     def predict_maps(self, slices: np.ndarray) -> np.ndarray:
         """(S, C, H, W) -> (S, H, W): the mean of the folds' anomaly maps."""
         total = None
         for model in self.models:
-            maps = model.trainer.predict_slices(slices, self.batch_size).astype(np.float64)
+            maps = model.anomaly_maps(slices, self.batch_size).astype(np.float64)
             total = maps if total is None else total + maps
         return (total / len(self.models)).astype(np.float32)
 
@@ -154,39 +223,49 @@ class AnomalyPredictor:
         if self.postprocessing is None:
             return raw, None
         pp = self.postprocessing
-        return raw, postprocess_slices(raw, region if pp.get("restrict_to_roi", True) else None,
-                                       int(pp["kernel_size"]), pp["operations"])
+        restrict = pp.restrict_to_roi if pp.restrict_to_roi is not None else True
+        return raw, postprocess_slices(raw, region if restrict else None, int(pp.kernel_size), pp.operations)
 
-    def to_file(self, prepared: PreparedCase, slices: np.ndarray, order: int) -> np.ndarray:
-        return restore_to_file_array(slices.astype(np.float32), prepared.meta, order=order)
-
-    def write_case(self, prepared: PreparedCase, maps: np.ndarray, output: Path, save_maps: bool) -> dict:
-        mask_ending, map_ending = output_endings(prepared.case.ending)
-        name = prepared.case.case_id
+    def result(self, prepared: PreparedCase, maps: np.ndarray) -> Prediction:
+        """The slice-space maps of a prepared case, turned into its results in the file's geometry."""
         raw, post = self.masks(maps, prepared.region)
-        written = {}
+
+        def to_file(slices: np.ndarray) -> np.ndarray:
+            return restore_to_file_array(slices.astype(np.float32), prepared.meta, order=1)
 
         def file_mask(slice_masks: np.ndarray) -> np.ndarray:
             # linear interpolation of the 0/1 slices, cut at one half: smooth edges at the file's resolution
-            return ((self.to_file(prepared, slice_masks, order=1) >= 0.5) & prepared.file_region).astype(np.uint8)
+            return ((to_file(slice_masks) >= 0.5) & prepared.file_region).astype(np.uint8)
+
+        def image(array: np.ndarray) -> sitk.Image:
+            return prepared.geometry.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(array)))
 
         final = file_mask(post if post is not None else raw)
-        write_image(final, prepared.geometry, output / f"{name}{mask_ending}")
-        written["mask"] = f"{name}{mask_ending}"
-        if post is not None:
-            write_image(file_mask(raw), prepared.geometry, output / WITHOUT_POSTPROCESSING_FOLDER / f"{name}{mask_ending}")
+        score = float(image_scores(maps, prepared.region, self.side).mean()) if len(maps) else 0.0
+        return Prediction(
+            name=prepared.name, map=image((to_file(maps) * prepared.file_region).astype(np.float32)),
+            mask=image(final), mask_without_postprocessing=None if post is None else image(file_mask(raw)),
+            region=image(prepared.file_region.astype(np.uint8)), score=score,
+            decision=None if self.image_threshold is None else int(score >= self.image_threshold),
+            slices=int(len(maps)), anomalous_voxels=int(final.sum()))
+
+    def write_case(self, prepared: PreparedCase, prediction: Prediction, output: Path, save_maps: bool) -> dict:
+        mask_ending, map_ending = output_endings(prepared.ending)
+        name = prediction.name
+        write_image(prediction.mask, output / f"{name}{mask_ending}")
+        written = {"mask": f"{name}{mask_ending}"}
+        if prediction.mask_without_postprocessing is not None:
+            write_image(prediction.mask_without_postprocessing,
+                        output / WITHOUT_POSTPROCESSING_FOLDER / f"{name}{mask_ending}")
             written["mask_without_postprocessing"] = f"{WITHOUT_POSTPROCESSING_FOLDER}/{name}{mask_ending}"
         if save_maps:
-            file_map = self.to_file(prepared, maps, order=1) * prepared.file_region
-            write_image(file_map.astype(np.float32), prepared.geometry, output / MAPS_FOLDER / f"{name}{map_ending}")
-            write_image(prepared.file_region.astype(np.uint8), prepared.geometry,
-                        output / ROIS_FOLDER / f"{name}{mask_ending}")
+            write_image(prediction.map, output / MAPS_FOLDER / f"{name}{map_ending}")
+            write_image(prediction.region, output / ROIS_FOLDER / f"{name}{mask_ending}")
             written.update(map=f"{MAPS_FOLDER}/{name}{map_ending}", roi=f"{ROIS_FOLDER}/{name}{mask_ending}")
-        record = {"inputs": [str(p) for p in prepared.case.images], "outputs": written,
-                  "anomalous_voxels": int(final.sum()), "slices": int(len(maps))}
-        if self.image_threshold is not None:
-            score = float(image_scores(maps, prepared.region, self.side).mean()) if len(maps) else 0.0
-            record.update(score=score, decision=int(score >= self.image_threshold))
+        record = {"inputs": prepared.inputs, "outputs": written, "anomalous_voxels": prediction.anomalous_voxels,
+                  "slices": prediction.slices, "score": prediction.score}
+        if prediction.decision is not None:
+            record["decision"] = prediction.decision
         return record
 
     # ---- a folder ----------------------------------------------------------------------------------
@@ -238,11 +317,22 @@ class AnomalyPredictor:
 
     def predict_folder(self, input_folder: Path, output_folder: Path, roi_folder: Path | None = None,
                        save_maps: bool = False, chunk_slices: int = 256) -> dict:
+        """Every case in ``input_folder`` (autouad.inference.inputs names them), written to
+        ``output_folder``; returns the run record, also written as predictions.json."""
         check_folders(input_folder, output_folder, roi_folder)
         input_folder, output_folder = Path(input_folder).resolve(), Path(output_folder).resolve()
-        cases, failed = find_input_cases(input_folder, self.dataset_meta["channel_names"], roi_folder)
+        cases, failed = find_input_cases(input_folder, self.dataset.channel_names, roi_folder)
         if not cases and not failed:
             raise PredictionError(f"{input_folder}: no images with a supported ending")
+        return self.predict_cases(cases, output_folder, save_maps, failed, input_folder, roi_folder, chunk_slices)
+
+    def predict_cases(self, cases: list[InputCase], output_folder: Path, save_maps: bool = False,
+                      failed: dict[str, str] | None = None, input_folder: Path | None = None,
+                      roi_folder: Path | None = None, chunk_slices: int = 256) -> dict:
+        """The given cases' files, predicted and written to ``output_folder``; ``failed`` holds
+        problems found before (reported with the run's own)."""
+        failed = dict(failed or {})
+        output_folder = Path(output_folder).resolve()
         for problem in failed.values():
             print(f"skipped: {problem}", file=sys.stderr)
         output_folder.mkdir(parents=True, exist_ok=True)
@@ -267,7 +357,8 @@ class AnomalyPredictor:
                     offset = 0
                     for p in prepared:
                         n = len(p.slices)
-                        done[p.case.case_id] = self.write_case(p, maps[offset:offset + n], output_folder, save_maps)
+                        prediction = self.result(p, maps[offset:offset + n])
+                        done[p.name] = self.write_case(p, prediction, output_folder, save_maps)
                         offset += n
                 bar.update(len(prepared) + len(skipped))
         if self.image_threshold is not None and done:
@@ -279,17 +370,19 @@ class AnomalyPredictor:
 
     def run_record(self, input_folder: Path, roi_folder, save_maps: bool, done: dict, failed: dict,
                    seconds: float) -> dict:
-        return {"model_folder": str(self.model_folder), "dataset": self.plans["dataset"],
-                "method": self.plans["method"], "plans_name": self.plans["plans_name"], "folds": self.folds,
-                "device": str(self.device), "precision": self.models[0].trainer.inference_precision,
-                "input_folder": str(input_folder),
+        return {"model_folder": str(self.source), "dataset": self.plans.dataset,
+                "method": self.plans.method, "plans_name": self.plans.plans_name, "folds": self.folds,
+                "device": str(self.device), "precision": self.precision,
+                "input_folder": None if input_folder is None else str(input_folder),
                 "roi_folder": None if roi_folder is None else str(roi_folder),
-                "map": self.models[0].trainer.map_name, "anomalous_side": self.side,
+                "map": self.models[0].map_name, "anomalous_side": self.side,
                 "threshold": self.threshold,
-                "fold_thresholds": {m.fold: {k: m.threshold.get(k) for k in ("strategy", "value", "percentile")
-                                             if k in m.threshold} for m in self.models},
+                "fold_thresholds": {m.fold: {"strategy": m.threshold.strategy, "value": m.threshold.value,
+                                             **({"percentile": m.threshold.details["percentile"]}
+                                                if "percentile" in m.threshold.details else {})}
+                                    for m in self.models},
                 "image_threshold": self.image_threshold,
-                "image_score": None if self.image_threshold is None else
-                "mean of the map inside the region, signed so that higher is more anomalous",
-                "postprocessing": self.postprocessing, "save_maps": save_maps, "seconds": round(seconds, 2),
+                "image_score": "mean of the map inside the region, signed so that higher is more anomalous",
+                "postprocessing": None if self.postprocessing is None else plans_to_dict(self.postprocessing),
+                "save_maps": save_maps, "seconds": round(seconds, 2),
                 "num_predicted": len(done), "num_failed": len(failed), "cases": done, "failed": failed}

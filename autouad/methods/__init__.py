@@ -1,34 +1,22 @@
-"""One folder per method: its networks, its losses and its trainer (a subclass of AutoUADTrainer)."""
+"""One package per method: its networks, its losses, its trainer (a subclass of AutoUADTrainer) and,
+in its ``__init__.py``, its declaration to the registry (autouad.methods.registry)."""
 from __future__ import annotations
 
-import importlib
+from autouad.methods.registry import (DataSituation, MethodSpec, Requirements, UnknownMethodError,
+                                      candidates_for, get_method, method_names, methods, register)
 
-# method name -> "module:TrainerClass"; a plan's method picks its trainer here unless --trainer says otherwise.
-TRAINERS = {
-    "ascnet": "autouad.methods.ascnet.trainer:ASCNetTrainer",
-    "caae": "autouad.methods.caae.trainer:CAAETrainer",
-    "aae": "autouad.methods.caae.trainer:AAETrainer",
-    "vae": "autouad.methods.caae.trainer:VAETrainer",
-    "healthygan": "autouad.methods.healthygan.trainer:HealthyGANTrainer",
-    "twophase": "autouad.methods.twophase.trainer:TwoPhaseTrainer",
-    "draem": "autouad.methods.twophase.draem:DRAEMTrainer",
-}
+__all__ = ["DataSituation", "MethodSpec", "Requirements", "UnknownMethodError", "candidates_for", "get_method",
+           "method_names", "methods", "register", "trainer_class"]
 
 
 def trainer_class(method: str, dotted: str | None = None):
-    """The trainer of ``method``, or the class at ``dotted`` ("package.module.Class") when given."""
-    from autouad.training.base_trainer import AutoUADTrainer
+    """The trainer of ``method``, or the class at ``dotted`` ("package.module.Class") when given
+    (a user's own subclass, ``--trainer``)."""
+    from autouad.training.base_trainer import import_trainer
     from autouad.training.fold_data import TrainingError
     if dotted:
-        module, _, name = dotted.rpartition(".")
-    elif method in TRAINERS:
-        module, _, name = TRAINERS[method].partition(":")
-    else:
-        raise TrainingError(f"method {method!r} has no trainer yet (trainers: {', '.join(sorted(TRAINERS))})")
+        return import_trainer(dotted)
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise TrainingError(f"cannot import trainer {module}.{name}: {e}") from None
-    if not (isinstance(cls, type) and issubclass(cls, AutoUADTrainer)):
-        raise TrainingError(f"{module}.{name} is not a subclass of AutoUADTrainer")
-    return cls
+        return get_method(method).trainer_class()
+    except UnknownMethodError as e:
+        raise TrainingError(str(e)) from None

@@ -1,16 +1,11 @@
-"""The papers' configurations (the top-level plans/ folder, installed as ``autouad_plans``)."""
+"""A method's paper settings: its plans file (the top-level plans/ folder, installed as
+``autouad_plans``, or the file its registry declaration names)."""
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
-METHODS = ("ascnet", "caae", "aae", "vae", "healthygan", "twophase", "draem")
-
-
-def plans_folder() -> Path:
-    import autouad_plans
-    return autouad_plans.PLANS_FOLDER
+from autouad.methods.registry import get_method
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
@@ -25,9 +20,8 @@ def _deep_merge(base: dict, override: dict) -> dict:
 
 def load_method_plans(method: str) -> dict:
     """The paper settings of ``method``; a file with ``"base"`` extends another method's file."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    with open(plans_folder() / f"{method}.json") as f:
+    path = get_method(method).plans_path
+    with open(path) as f:
         settings = json.load(f)
     base = settings.pop("base", None)
     return _deep_merge(load_method_plans(base), settings) if base else settings

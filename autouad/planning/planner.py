@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from autouad import __version__
-from autouad.planning.method_plans import METHODS, load_method_plans
+from autouad.methods.registry import DataSituation, UnknownMethodError, candidates_for, get_method
+from autouad.planning.method_plans import load_method_plans
+from autouad.planning.plans import Plans
 from autouad.planning.plans_files import DEFAULT_PLANS_NAME
 from autouad.utils.files import load_json, save_json
 
@@ -46,8 +48,11 @@ class AutoUADPlanner:
             self.plans_name = plans_name
         if schedule is not None and schedule not in SCHEDULES:
             raise PlanningError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if method is not None and method not in METHODS:
-            raise PlanningError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        if method is not None:
+            try:
+                get_method(method)
+            except UnknownMethodError as e:
+                raise PlanningError(str(e)) from None
         self.method: str | None = None
         self.settings: dict = {}
         self.schedule_name: str | None = None
@@ -74,23 +79,24 @@ class AutoUADPlanner:
         return self.summary["num_cases_with_masks"] > 0
 
     # -- decisions ---------------------------------------------------------------------------------
-    def choose_method(self) -> tuple[str, str]:
-        if self.requested["method"]:
-            return self.requested["method"], "chosen on the command line (-m)"
-        if not self.has_reference:
+    def choose_candidates(self) -> tuple[list[dict], str]:
+        """Every registered method the data can train, those of their paper's setting first, each with
+        the reason it is listed (autouad.methods.registry.candidates_for)."""
+        situation = DataSituation.of(self.fingerprint)
+        if not situation.has_reference:
             raise PlanningError(
                 "no normal reference: mark normal cases with role 'normal' in dataset.json, or give masks and set "
                 "normal_reference to 'slices_without_anomaly'; every method here learns what normal looks like")
-        if self.is_2d_dataset and self.has_unlabeled:
-            return "healthygan", ("2D images with a normal set and an unlabeled mixed set: an image-level task, "
-                                  "HealthyGAN's setting (paper 003)")
-        if self.modality == "CT" and self.fingerprint.get("roi_name"):
-            return "twophase", (f"CT with a {self.fingerprint['roi_name']} ROI: the liver paper's setting "
-                                "(paper 004), trained on normal ROI slices with synthetic anomalies")
-        if self.has_unlabeled:
-            return "ascnet", ("a normal reference and an unlabeled set: ASC-Net's setting (paper 000/001), which "
-                              "cuts the unlabeled images against the reference distribution")
-        return "caae", "a normal set only: the constrained AAE's setting (paper 002), trained on normal images"
+        listed = [{"method": spec.name, "reason": reason} for spec, reason in candidates_for(situation)]
+        if not listed:
+            raise PlanningError("no registered method can train on this data situation")
+        return listed, "the registered methods whose needs the data meets, their paper's setting first"
+
+    def choose_method(self) -> tuple[str, str]:
+        if self.requested["method"]:
+            return self.requested["method"], "chosen on the command line (-m)"
+        first = self.plans["candidates"][0]
+        return first["method"], first["reason"]
 
     def choose_schedule(self) -> tuple[dict, str]:
         if self.requested["schedule"]:
@@ -230,8 +236,8 @@ class AutoUADPlanner:
     def choose_batch_size(self) -> tuple[int, str]:
         h, w = self.plans["preprocessing"]["slice_size"]
         paper = self.settings["batch_size"]
-        if self.method == "healthygan" and max(h, w) <= 128:
-            paper = self.settings.get("batch_size_128", paper)
+        if "batch_size_128" in self.settings and max(h, w) <= 128:
+            paper = self.settings["batch_size_128"]  # a paper's batch for slices of at most 128x128
         floats = self.settings["network"]["estimated_training_floats_per_pixel"]
         per_sample = floats * 4 * h * w
         fits = max(1, int(self.memory_budget_gb * 2 ** 30 // per_sample))
@@ -315,12 +321,15 @@ class AutoUADPlanner:
                             "planner": f"{type(self).__module__}.{type(self).__qualname__}",
                             "autouad_version": __version__,
                             "command_line_overrides": {k: v for k, v in self.requested.items() if v is not None}}
+        self.plans["candidates"], reasons["candidates"] = self.choose_candidates()
         self.method, reasons["method"] = self.choose_method()
+        spec = get_method(self.method)
         self.settings = load_method_plans(self.method)
         self.plans["method"] = self.method
         self.plans["paper"] = self.settings["paper"]
-        self.plans["task"] = "image" if (self.is_2d_dataset and self.method == "healthygan") else "segmentation"
-        reasons["task"] = ("image-level decisions (2D images, HealthyGAN)" if self.plans["task"] == "image"
+        image_level = self.is_2d_dataset and spec.image_level_on_2d
+        self.plans["task"] = "image" if image_level else "segmentation"
+        reasons["task"] = (f"image-level decisions (2D images, {self.method}'s paper task)" if image_level
                            else "pixel-level anomaly maps and masks")
         self.plans["schedule"], reasons["schedule"] = self.choose_schedule()
         self.plans["input_channels"], reasons["input_channels"] = self.choose_input_channels()
@@ -339,7 +348,8 @@ class AutoUADPlanner:
                                          if k not in ("normalization", "geometry", "schedules", "threshold",
                                                       "postprocessing", "batch_size", "folds", "paper")}
         self.plans["reasons"] = reasons
-        return self.plans
+        # the typed plans check what a subclass's decisions wrote before anything is saved
+        return Plans.from_dict(self.plans, f"the plans of {type(self).__name__}")
 
 
 def load_planner_class(dotted: str | None):
@@ -347,15 +357,18 @@ def load_planner_class(dotted: str | None):
         return AutoUADPlanner
     import importlib
     module, _, name = dotted.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise PlanningError(f"cannot import planner {dotted}: {e}") from None
     if not (isinstance(cls, type) and issubclass(cls, AutoUADPlanner)):
         raise PlanningError(f"{dotted} is not a subclass of AutoUADPlanner")
     return cls
 
 
 def plan_dataset(fingerprint: dict, preprocessed_folder: str | Path, planner_class=AutoUADPlanner,
-                 plans_file: str = "plans.json", **kwargs) -> dict:
+                 plans_file: str = "plans.json", **kwargs) -> Plans:
     planner = planner_class(fingerprint, preprocessed_folder, **kwargs)
     plans = planner.plan()
-    save_json(plans, Path(preprocessed_folder) / plans_file)
+    save_json(plans.to_dict(), Path(preprocessed_folder) / plans_file)
     return plans

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autouad.utils.files import load_json
+from autouad.planning.plans import Plans, load_plans
 
 DEFAULT_PLANS_NAME = "autouadPlans"
 
@@ -27,7 +27,7 @@ class PlansNotFoundError(FileNotFoundError):
 
 
 def find_plans(preprocessed_dataset_folder: Path, method: str | None = None,
-               plans_name: str | None = None) -> tuple[dict, Path]:
+               plans_name: str | None = None) -> tuple[Plans, Path]:
     """The plans to train ``method`` from: ``plans_name``'s file, else the method's own plans,
     else ``plans.json`` when the planner chose that method."""
     folder = Path(preprocessed_dataset_folder)
@@ -42,8 +42,8 @@ def find_plans(preprocessed_dataset_folder: Path, method: str | None = None,
     if not existing:
         raise PlansNotFoundError(f"{candidates[0]}: no plans; run {plan_command}")
     for path in existing:
-        plans = load_json(path)
-        if method is None or plans.get("method") == method:
+        plans = load_plans(path)
+        if method is None or plans.method == method:
             return plans, path
-    raise PlansNotFoundError(f"{existing[-1]}: these plans are for {plans.get('method')}, not {method}; "
+    raise PlansNotFoundError(f"{existing[-1]}: these plans are for {plans.method}, not {method}; "
                              f"run {plan_command}")

@@ -7,22 +7,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from autouad.planning.plans import Normalization
 
-def normalize_channel(volume: np.ndarray, foreground: np.ndarray, scheme: dict) -> np.ndarray:
-    name = scheme["scheme"]
+
+def normalize_channel(volume: np.ndarray, foreground: np.ndarray, scheme: Normalization) -> np.ndarray:
+    name = scheme.scheme
     values = volume[foreground]
     if name == "minmax":  # ASC-Net: [0, 1] over the volume (robust range, see plans/ascnet.json)
-        lo_p, hi_p = scheme.get("clip_percentiles") or (0.0, 100.0)
+        lo_p, hi_p = scheme.clip_percentiles or (0.0, 100.0)
         lo, hi = np.percentile(values, [lo_p, hi_p]) if values.size else (0.0, 1.0)
         out = (np.clip(volume, lo, hi) - lo) / max(hi - lo, 1e-8)
     elif name == "zscore":  # the constrained AAE: zero mean, unit variance per subject
         mean, std = (float(values.mean()), float(values.std())) if values.size else (0.0, 1.0)
         out = (volume - mean) / max(std, 1e-8)
     elif name == "ct_window":  # the liver paper: HU window to grey values
-        lo, hi = scheme["window"]
+        lo, hi = scheme.window
         out = (np.clip(volume, lo, hi) - lo) / (hi - lo)
     elif name == "fixed_range":  # 8-bit images
-        lo, hi = scheme["range"]
+        lo, hi = scheme.range
         out = (np.clip(volume, lo, hi) - lo) / (hi - lo)
     else:
         raise ValueError(f"unknown normalisation scheme {name!r}")

@@ -24,6 +24,8 @@ from scipy import ndimage
 from autouad.dataset.raw_dataset import CaseFiles, RawDataset
 from autouad.dataset.validation import DatasetValidationError, LoadedCase, load_case
 from autouad.fingerprint.extractor import run_parallel, slice_is_reference
+from autouad.planning.plans import Plans, Preprocessing
+from autouad.planning.plans import _to_dict as plans_to_dict
 from autouad.preprocessing.foreground import bounding_box, foreground_mask
 from autouad.preprocessing.normalization import equalize_slice_histograms, normalize_channel
 from autouad.preprocessing.orientation import Orientation
@@ -67,10 +69,10 @@ def undo_pad_or_crop(stack: np.ndarray, pads: list[list[int]], original_hw: tupl
     return out
 
 
-def preprocessing_hash(preprocessing: dict, modality: str, protocol: str, case: CaseFiles) -> str:
+def preprocessing_hash(preprocessing: Preprocessing, modality: str, protocol: str, case: CaseFiles) -> str:
     """Changes when the plan's preprocessing or any of the case's raw files change."""
     stats = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in case.all_files]
-    blob = json.dumps({"p": preprocessing, "m": modality, "r": protocol, "f": stats, "role": case.role,
+    blob = json.dumps({"p": plans_to_dict(preprocessing), "m": modality, "r": protocol, "f": stats, "role": case.role,
                        "v": 1}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()
 
@@ -78,23 +80,23 @@ def preprocessing_hash(preprocessing: dict, modality: str, protocol: str, case: 
 class CasePreprocessor:
     """Preprocesses one case by the plans; subclass to change one step (e.g. ``normalize``)."""
 
-    def __init__(self, preprocessing: dict, modality: str, normal_reference: str):
+    def __init__(self, preprocessing: Preprocessing, modality: str, normal_reference: str):
         self.p = preprocessing
         self.modality = modality
         self.normal_reference = normal_reference
 
     def crop_box(self, foreground: np.ndarray) -> list[list[int]]:
-        if self.p["crop"] == "none":
+        if self.p.crop == "none":
             return [[0, s] for s in foreground.shape]
         return bounding_box(foreground)
 
     def normalize(self, data: np.ndarray, foreground: np.ndarray) -> np.ndarray:
-        return np.stack([normalize_channel(ch, foreground, self.p["normalization"]) for ch in data])
+        return np.stack([normalize_channel(ch, foreground, self.p.normalization) for ch in data])
 
     def output_inplane_shape(self, shape_hw: tuple[int, int], spacing_hw: tuple[float, float]) -> tuple[int, int]:
-        if self.p["mode"] == "resize":
-            return tuple(self.p["slice_size"])
-        target = self.p["target_spacing"]
+        if self.p.mode == "resize":
+            return tuple(self.p.slice_size)
+        target = self.p.target_spacing
         return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape_hw, spacing_hw, target))
 
     def run(self, case: CaseFiles, loaded: LoadedCase | None = None
@@ -112,17 +114,17 @@ class CasePreprocessor:
         roi_c = None if loaded.roi is None else loaded.roi[sl]
         data = self.normalize(data, fg_c)
         out_hw = self.output_inplane_shape(data.shape[-2:], loaded.spacing[1:])
-        order_img, order_mask = self.p["image_order"], self.p["mask_order"]
+        order_img, order_mask = self.p.image_order, self.p.mask_order
         resampled = []
         for ch in data:
             r = resize_slices(ch, out_hw, order_img)
             resampled.append(np.clip(r, ch.min(), ch.max()))
         fg_r = resize_slices(fg_c.astype(np.float32), out_hw, order_mask) > 0.5
         data_r = np.stack(resampled) * fg_r[None]
-        size = tuple(self.p["slice_size"])
+        size = tuple(self.p.slice_size)
         data_p, pads = pad_or_crop(data_r, size)
         fg_p, _ = pad_or_crop(fg_r, size)
-        if self.p["normalization"].get("histogram_equalization"):
+        if self.p.normalization.histogram_equalization:
             data_p = np.stack([equalize_slice_histograms(ch, fg_p) for ch in data_p])
         mask_p = roi_p = None
         if mask_c is not None:
@@ -142,7 +144,7 @@ class CasePreprocessor:
             "roi_fraction": None if roi_p is None else roi_p[keep].mean(axis=(1, 2)).round(6).tolist(),
         }
         meta = {"case": case.case_id, "split": case.split, "role": case.role, "patient": case.patient,
-                "label": case.label, "channels": self.p["channels"], "num_slices": int(len(keep)),
+                "label": case.label, "channels": self.p.channels, "num_slices": int(len(keep)),
                 "file_geometry": loaded.geometry.to_dict(), "file_shape": list(loaded.geometry.array_shape),
                 "orientation": loaded.orientation.to_dict(), "canonical_shape": list(fg.shape),
                 "canonical_spacing": list(loaded.spacing), "crop_box": box,
@@ -212,15 +214,15 @@ def _preprocess_worker(job) -> tuple[str, str, list[str]]:
     return case.case_id, "done", []
 
 
-def preprocess_dataset(ds: RawDataset, plans: dict, output_folder: str | Path, num_processes: int = 2) -> dict:
+def preprocess_dataset(ds: RawDataset, plans: Plans, output_folder: str | Path, num_processes: int = 2) -> dict:
     out_dir = Path(output_folder)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(case, plans["preprocessing"], ds.meta["modality"], ds.normal_reference, str(out_dir)) for case in ds.cases]
+    jobs = [(case, plans.preprocessing, ds.meta["modality"], ds.normal_reference, str(out_dir)) for case in ds.cases]
     results = run_parallel(_preprocess_worker, jobs, num_processes, "preprocessing")
     problems = [p for _, _, ps in results for p in ps]
     if problems:
         raise DatasetValidationError(ds.name, problems)
-    index = {"plans_name": plans["plans_name"], "cases": {}}
+    index = {"plans_name": plans.plans_name, "cases": {}}
     for case in ds.cases:
         meta = load_json(out_dir / f"{case.case_id}.json")
         s = meta["slices"]

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from autouad.planning.plans import Plans
 from autouad.training.checkpoint import load_checkpoint, save_checkpoint
 from autouad.training.fold_data import FoldData, PreprocessedCase, TrainingError
 from autouad.training.logger import TrainingLog
@@ -52,6 +53,19 @@ class Phase:
     cycle: int = 0
 
 
+def import_trainer(dotted: str) -> type:
+    """The AutoUADTrainer subclass at ``dotted`` ("package.module.Class"); TrainingError otherwise."""
+    import importlib
+    module, _, name = dotted.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise TrainingError(f"cannot import trainer {dotted}: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, AutoUADTrainer)):
+        raise TrainingError(f"{dotted} is not a subclass of AutoUADTrainer")
+    return cls
+
+
 def apply_schedule_overrides(schedule: dict, overrides: dict | None) -> dict:
     out = dict(schedule)
     for key, value in (overrides or {}).items():
@@ -64,6 +78,9 @@ def apply_schedule_overrides(schedule: dict, overrides: dict | None) -> dict:
 
 class AutoUADTrainer:
     method: str = ""
+    # The networks prediction runs (the rest, e.g. discriminators, only train); None: all of them.
+    # A trained model (autouad.model.AnomalyModel) keeps only these.
+    inference_networks: tuple[str, ...] | None = None
     # Iterations between two writes of checkpoint_latest.pt (phase ends always write one).
     checkpoint_every: int = 50
     # What the saved validation maps are, and the value range their histograms cover (None: no histogram).
@@ -75,26 +92,27 @@ class AutoUADTrainer:
     # More validation cases than this are drawn as one pooled histogram in histograms.png.
     max_plotted_histograms: int = 20
 
-    def __init__(self, plans: dict, fold: int, preprocessed_dataset_folder: Path | None, output_folder: Path,
-                 device: str | torch.device = "cpu", schedule_overrides: dict | None = None,
-                 seed: int = 12345, rank: int = 0, world_size: int = 1):
+    def __init__(self, plans: Plans, fold: int, preprocessed_dataset_folder: Path | None,
+                 output_folder: Path | None, device: str | torch.device = "cpu",
+                 schedule_overrides: dict | None = None, seed: int = 12345, rank: int = 0, world_size: int = 1):
         flush_denormals()  # training and prediction both build a trainer; see flush_denormals for why
         self.plans = plans
-        self.settings = plans["method_settings"]
+        self.settings = plans.method_settings
         self.fold = fold
         self.device = torch.device(device)
-        self.output_folder = Path(output_folder)
+        # None for a trainer that only predicts (see for_inference)
+        self.output_folder = None if output_folder is None else Path(output_folder)
         self.schedule_overrides = dict(schedule_overrides or {})
-        self.schedule = apply_schedule_overrides(plans["schedule"], self.schedule_overrides)
+        self.schedule = apply_schedule_overrides(plans.schedule, self.schedule_overrides)
         self.seed = int(seed)
         self.rank, self.world_size = rank, world_size
-        self.batch_size = int(plans["batch_size"])
+        self.batch_size = int(plans.batch_size)
         if self.batch_size < world_size:
             raise TrainingError(f"batch size {self.batch_size} is smaller than the {world_size} DDP processes")
         # None for a trainer that only predicts (see for_inference): it needs no preprocessed data.
         self.data = None if preprocessed_dataset_folder is None else FoldData(Path(preprocessed_dataset_folder),
                                                                               plans, fold)
-        self.input_channels = list(plans["input_channels"])
+        self.input_channels = list(plans.input_channels)
         self.position = {"phase": 0, "iteration": 0, "step": 0}
         self.skipped_phases: set[int] = set()
         self.finished = False
@@ -190,9 +208,13 @@ class AutoUADTrainer:
         """Networks that have an optimizer (the ones DDP must keep in sync)."""
         return [k for k in self.networks if k in self.optimizers]
 
+    @classmethod
+    def dotted_name(cls) -> str:
+        return f"{cls.__module__}.{cls.__qualname__}"
+
     def header(self) -> dict:
-        return {"method": self.method, "trainer": f"{type(self).__module__}.{type(self).__qualname__}",
-                "dataset": self.plans["dataset"], "plans_name": self.plans["plans_name"], "fold": self.fold,
+        return {"method": self.method, "trainer": self.dotted_name(),
+                "dataset": self.plans.dataset, "plans_name": self.plans.plans_name, "fold": self.fold,
                 "schedule": self.schedule, "schedule_overrides": self.schedule_overrides,
                 "batch_size": self.batch_size, "world_size": self.world_size, "device": str(self.device),
                 "train_cases": self.data.train_names, "validation_cases": self.data.validation_names,
@@ -207,8 +229,11 @@ class AutoUADTrainer:
         return sum(loader.seconds for loader in self.loaders.values()) + self.batch_preparation_seconds
 
     def state_dict(self) -> dict:
+        # the plans and the trainer travel inside the checkpoint, so that it loads without the
+        # training log or the model folder's plans.json (plain data: weights-only loading stays)
         return {"format": "autouad-checkpoint-1", "method": self.method, "fold": self.fold,
-                "plans_name": self.plans["plans_name"], "schedule": self.schedule,
+                "trainer": self.dotted_name(), "plans": self.plans.to_dict(),
+                "plans_name": self.plans.plans_name, "schedule": self.schedule,
                 "schedule_overrides": self.schedule_overrides, "seed": self.seed,
                 "phase_names": [p.name for p in self.phases], "position": dict(self.position),
                 "skipped_phases": sorted(self.skipped_phases), "finished": self.finished,
@@ -262,7 +287,7 @@ class AutoUADTrainer:
         save_checkpoint(self.state_dict(), self.output_folder / name)
         self.log.save(self.output_folder / LOG_FILE, self.header())
         self.log.plot(self.output_folder / PROGRESS_PLOT,
-                      f"{self.method} {self.plans['dataset']} fold {self.fold} ({self.schedule.get('name')})")
+                      f"{self.method} {self.plans.dataset} fold {self.fold} ({self.schedule.get('name')})")
 
     def seed_iteration(self, step: int) -> None:
         seed = np.random.SeedSequence([self.seed, self.fold, step, self.rank]).generate_state(1)[0]
@@ -321,20 +346,22 @@ class AutoUADTrainer:
 
     # ---- inference -------------------------------------------------------------------------------
     @classmethod
-    def for_inference(cls, plans: dict, fold: int, checkpoint: Path, device: str | torch.device = "cpu"
-                      ) -> "AutoUADTrainer":
-        """A trainer holding only the networks of ``checkpoint``, in evaluation mode, for prediction
-        on data that need not be preprocessed into the dataset's folder."""
-        trainer = cls(plans, fold, None, checkpoint.parent, device=device)
-        trainer.networks = {k: v.to(trainer.device) for k, v in trainer.build_networks().items()}
-        state = load_checkpoint(checkpoint)
+    def for_inference(cls, plans: Plans, fold: int, networks: dict[str, dict], source: Path | str,
+                      device: str | torch.device = "cpu") -> "AutoUADTrainer":
+        """A trainer holding only the networks prediction runs (``inference_networks``), with the
+        weights of ``networks`` (name -> state dict), in evaluation mode; it needs no preprocessed
+        data. ``source`` names the file the weights came from, for error messages."""
+        trainer = cls(plans, fold, None, None, device=device)
+        built = trainer.build_networks()
+        names = list(cls.inference_networks or built)
         try:
+            trainer.networks = {name: built[name] for name in names}
             for name, network in trainer.networks.items():
-                network.load_state_dict(state["networks"][name])
+                network.load_state_dict(networks[name])
         except (KeyError, RuntimeError) as e:
-            raise TrainingError(f"{checkpoint}: does not fit {cls.__name__} ({str(e).splitlines()[0][:160]})") from None
+            raise TrainingError(f"{source}: does not fit {cls.__name__} ({str(e).splitlines()[0][:160]})") from None
         for network in trainer.networks.values():
-            network.eval()
+            network.to(trainer.device).eval()
         return trainer
 
     @torch.inference_mode()
@@ -405,7 +432,7 @@ class AutoUADTrainer:
                         save_json(histograms[case.name], folder / f"{case.name}_histogram.json")
                 bar.update(len(group))
         save_json({"map": self.map_name, "space": "preprocessed slices (see the case's preprocessing json)",
-                   "plans_name": self.plans["plans_name"], "fold": self.fold,
+                   "plans_name": self.plans.plans_name, "fold": self.fold,
                    "cases": self.data.validation_names}, folder / "maps.json")
         if histograms:
             self.plot_histograms(histograms, folder / "histograms.png")

@@ -1,55 +1,29 @@
 """A fold's preprocessed slices: which cases train and which validate, and pools of slices to sample.
 
-Preprocessing wrote one ``<case>.npy`` of shape (slices, channels, height, width) per case, plus
-``_mask.npy`` / ``_roi.npy`` and a ``<case>.json`` whose ``slices`` block says which slices belong
-to the normal reference. The arrays are memory-mapped, so a pool of any size costs no RAM until a
-batch reads it.
+The cases are autouad.preprocessing.cases.PreprocessedCase, memory-mapped, so a pool of any size
+costs no RAM until a batch reads it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from autouad.utils.files import load_json, load_npy
+from autouad.planning.plans import Plans
+from autouad.preprocessing.cases import MissingCaseError, PreprocessedCase
+from autouad.preprocessing.cases import load_preprocessed_case as _load_case
+from autouad.utils.files import load_json
 
 
 class TrainingError(Exception):
     """A problem with the training inputs or a checkpoint, reported in one line."""
 
 
-@dataclass
-class PreprocessedCase:
-    name: str
-    meta: dict
-    data: np.ndarray            # (S, C, H, W) float32, memory-mapped
-    mask: np.ndarray | None     # (S, H, W) uint8
-    roi: np.ndarray | None      # (S, H, W) uint8
-
-    @property
-    def num_slices(self) -> int:
-        return int(self.data.shape[0])
-
-    @property
-    def is_reference(self) -> np.ndarray:
-        return np.asarray(self.meta["slices"]["is_reference"], dtype=bool)
-
-    @property
-    def patient(self) -> str:
-        return self.meta.get("patient") or self.name
-
-
-def load_preprocessed_case(folder: Path, case: str) -> PreprocessedCase:
-    meta_file = folder / f"{case}.json"
-    if not meta_file.is_file():
-        raise TrainingError(f"{meta_file}: case {case} is in the splits but was not preprocessed; "
-                            f"run autouad_plan_and_preprocess again")
-    meta = load_json(meta_file)
-    mask_file, roi_file = folder / f"{case}_mask.npy", folder / f"{case}_roi.npy"
-    return PreprocessedCase(case, meta, load_npy(folder / f"{case}.npy"),
-                            load_npy(mask_file) if mask_file.is_file() else None,
-                            load_npy(roi_file) if roi_file.is_file() else None)
+def load_preprocessed_case(folder: Path, case: str, modality: str = "MRI") -> PreprocessedCase:
+    try:
+        return _load_case(folder, case, modality)
+    except MissingCaseError as e:
+        raise TrainingError(str(e)) from None
 
 
 class SlicePool:
@@ -92,11 +66,11 @@ class FoldData:
     the end and used for calibration and scoring (and by label-free stopping rules on the way).
     """
 
-    def __init__(self, preprocessed_dataset_folder: Path, plans: dict, fold: int):
+    def __init__(self, preprocessed_dataset_folder: Path, plans: Plans, fold: int):
         self.folder = Path(preprocessed_dataset_folder)
         self.plans = plans
-        self.data_folder = self.folder / plans["preprocessing"]["data_folder"]
-        splits_file = self.folder / plans["folds"]["file"]
+        self.data_folder = self.folder / plans.preprocessing.data_folder
+        splits_file = self.folder / plans.folds.file
         if not splits_file.is_file():
             raise TrainingError(f"{splits_file}: no splits; run autouad_plan_and_preprocess first")
         splits = load_json(splits_file)
@@ -107,9 +81,12 @@ class FoldData:
         self.fold = fold
         self.train_names = sorted(splits[fold]["train"])
         self.validation_names = sorted(splits[fold]["val"])
-        self.channels = list(plans["input_channels"])
-        self.train_cases = [load_preprocessed_case(self.data_folder, c) for c in self.train_names]
-        self.validation_cases = [load_preprocessed_case(self.data_folder, c) for c in self.validation_names]
+        self.channels = list(plans.input_channels)
+        dataset_json = self.folder / "dataset.json"
+        self.modality = load_json(dataset_json)["modality"] if dataset_json.is_file() else "MRI"
+        self.train_cases = [load_preprocessed_case(self.data_folder, c, self.modality) for c in self.train_names]
+        self.validation_cases = [load_preprocessed_case(self.data_folder, c, self.modality)
+                                 for c in self.validation_names]
 
     def pool(self, name: str, cases: list[PreprocessedCase], select=None) -> SlicePool:
         """Slices of ``cases``; ``select(case) -> bool array`` keeps some of each case's slices."""

@@ -62,13 +62,13 @@ def _to_jsonable(obj: Any) -> Any:
 
 
 def save_json(obj: Any, path: str | os.PathLike, indent: int | None = 2) -> None:
-    with atomic_output(path) as tmp, open(tmp, "w") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(_to_jsonable(obj), f, indent=indent, allow_nan=False)
         f.write("\n")
 
 
 def load_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 

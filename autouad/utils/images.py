@@ -91,16 +91,22 @@ def rgb_to_grey(array: np.ndarray) -> np.ndarray:
     return array[..., :3].astype(np.float64) @ weights
 
 
-def read_image(path: str | Path, dtype=np.float32, grey: bool = True) -> tuple[np.ndarray, Geometry]:
-    """Read any supported image; colour 2D images are converted to grey when ``grey``."""
-    image = read_sitk(path)
+def image_array(image: sitk.Image, where: str, dtype=np.float32, grey: bool = True) -> tuple[np.ndarray, Geometry]:
+    """The voxels of an image (SimpleITK index order) and its geometry; colour 2D images become
+    grey when ``grey``. The one conversion from SimpleITK that every reader goes through, files
+    and images in memory alike."""
     geometry = Geometry.of(image)
     array = sitk.GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() > 1:
         if not grey:
-            raise ImageReadError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per pixel")
+            raise ImageReadError(f"{where}: has {image.GetNumberOfComponentsPerPixel()} components per pixel")
         array = rgb_to_grey(array)
     return array.astype(dtype, copy=False), geometry
+
+
+def read_image(path: str | Path, dtype=np.float32, grey: bool = True) -> tuple[np.ndarray, Geometry]:
+    """Read any supported image; colour 2D images are converted to grey when ``grey``."""
+    return image_array(read_sitk(path), str(path), dtype, grey)
 
 
 def verify_file(path: str | Path) -> list[str]:

@@ -44,13 +44,14 @@ REFERENCE, INPUT_FENCE_CUT, REFERENCE_FENCE_CUT = 0, 1, 2
 class ASCNetTrainer(AutoUADTrainer):
     method = "ascnet"
     map_name = "I_ro"
+    inference_networks = ("M",)
     histogram_range = (0.0, 1.0)
 
     # ---- data ------------------------------------------------------------------------------------
     def held_out_patients(self) -> set[str]:
         """The paper's 10 % split of the training patients, whose slices all go to I_in."""
         patients = sorted({c.patient for c in self.data.train_cases})
-        count = int(round(self.plans.get("validation_fraction", 0.1) * len(patients)))
+        count = int(round(self.plans.validation_fraction * len(patients)))
         rng = np.random.default_rng([self.seed, self.fold])
         return set(rng.choice(patients, count, replace=False).tolist()) if count else set()
 
@@ -90,7 +91,7 @@ class ASCNetTrainer(AutoUADTrainer):
                 "transition": net["transition_features"], "dropout": net["dropout"]}
 
     def build_networks(self) -> dict:
-        slice_size = tuple(self.plans["preprocessing"]["slice_size"])
+        slice_size = self.plans.slice_size
         return {"M": ASCNetMain(**self.network_kwargs()),
                 "D": ASCDiscriminator(slice_size, **self.network_kwargs())}
 

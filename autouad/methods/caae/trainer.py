@@ -79,6 +79,7 @@ def frozen_weights(module: torch.nn.Module | None):
 class CAAETrainer(AutoUADTrainer):
     method = "caae"
     map_name = "|x - x'|"
+    inference_networks = ("encoder", "decoder")
     # Whether the latent code is matched to the prior by a WGAN-GP critic (False: the VAE's KL term).
     adversarial = True
 
@@ -134,8 +135,8 @@ class CAAETrainer(AutoUADTrainer):
         return self.latent_dim
 
     def build_networks(self) -> dict:
-        slice_size = tuple(self.plans["preprocessing"]["slice_size"])
-        channels = len(self.plans["input_channels"])
+        slice_size = self.plans.slice_size
+        channels = len(self.plans.input_channels)
         networks = {"encoder": ResNetEncoder(channels, slice_size, self.encoder_outputs(), self.features),
                     "decoder": ResNetDecoder(channels, slice_size, self.latent_dim, self.features)}
         if self.adversarial:

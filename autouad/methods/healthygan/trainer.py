@@ -89,6 +89,7 @@ def decayed_learning_rate(base: float, iteration: int, iterations: int, decay_it
 class HealthyGANTrainer(AutoUADTrainer):
     method = "healthygan"
     map_name = "|x - G(x)|"
+    inference_networks = ("generator",)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -163,8 +164,8 @@ class HealthyGANTrainer(AutoUADTrainer):
 
     # ---- networks --------------------------------------------------------------------------------
     def build_networks(self) -> dict:
-        channels = len(self.plans["input_channels"])
-        slice_size = tuple(self.plans["preprocessing"]["slice_size"])
+        channels = len(self.plans.input_channels)
+        slice_size = self.plans.slice_size
         feature_maps = tuple(self.settings.get("model_selection", {}).get("feature_maps", FEATURE_MAPS))
         networks = {
             "generator": HealthyGenerator(channels, self.network_setting("generator_features", GENERATOR_FEATURES),

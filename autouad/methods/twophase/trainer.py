@@ -62,6 +62,7 @@ DEFAULT_RESTORATION_WIDTH = 64
 class TwoPhaseTrainer(AutoUADTrainer):
     method = "twophase"
     map_name = "anomaly probability"
+    inference_networks = ("restoration", "segmentation")
     histogram_range = (0.0, 1.0)
     # Phase kinds in order, each with the schedule key of its epochs; every kind has its own stream.
     phase_kinds: tuple[tuple[str, str], ...] = (("restoration", "phase1_epochs"), ("segmentation", "phase2_epochs"))
@@ -189,7 +190,7 @@ class TwoPhaseTrainer(AutoUADTrainer):
         return torch.sigmoid(logits[:, 0]).contiguous()
 
     def header(self) -> dict:
-        sigma, kernel = self.synthesis.scaled_to(tuple(self.plans["preprocessing"]["slice_size"]))
+        sigma, kernel = self.synthesis.scaled_to(self.plans.slice_size)
         return {**super().header(),
                 "synthesis": {"blur_sigma_px": round(sigma, 3), "morphology_kernel_px": kernel,
                               "mask_threshold": self.synthesis.mask_threshold,

@@ -1,0 +1,144 @@
+"""The Python API and the model object: the demo's model predicts one image in memory exactly as
+api.predict writes it; a fold trained before model.pt existed still loads; a misspelt plans key
+fails at load; nothing in the library sets AUTOUAD_* or calls a command line with an argv list."""
+import ast
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from autouad import AnomalyModel, AnomalyPredictor, api
+from autouad.model import MODEL_FILE
+from autouad.planning.plans import PlansError
+from autouad.planning.plans_files import find_plans
+from dataset_conversion import demo
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = "Dataset999_Demo"
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory):
+    """The README's demo pipeline through the API, with explicit folders: generate, plan, train fold
+    0 (smoke), predict the test cases."""
+    root = tmp_path_factory.mktemp("api")
+    folders = {"raw_folder": root / "raw", "preprocessed_folder": root / "preprocessed",
+               "results_folder": root / "results"}
+    demo.convert(999, "Demo", raw_folder=root / "raw", seed=0, num_normal=2, num_patients=2, num_test=2, spacing=3.0)
+    planned = api.plan_and_preprocess(999, schedule="smoke", num_processes=1, raw_folder=root / "raw",
+                                      preprocessed_folder=root / "preprocessed")
+    trained = api.train(999, 0, schedule="smoke", device="cpu", preprocessed_folder=root / "preprocessed",
+                        results_folder=root / "results")
+    raw = root / "raw" / DATASET
+    run = api.predict(raw / "imagesTs", root / "predictions", dataset=999, roi_folder=raw / "roisTs",
+                      save_maps=True, device="cpu", results_folder=root / "results", raw_folder=root / "raw")
+    return {"root": root, "raw": raw, "plans": planned.plans, "trained": trained, "run": run,
+            "model_folder": run.model_folder, **folders}
+
+
+def test_the_demo_model_predicts_in_memory_what_predict_writes(demo_model):
+    [fold] = demo_model["trained"]
+    assert fold.fold == 0 and (fold.folder / MODEL_FILE).is_file() and fold.strategy
+    predictor = AnomalyPredictor.from_folder(demo_model["model_folder"], device="cpu")
+    assert predictor.folds == [0] and predictor.plans.method == demo_model["plans"].method
+    raw, out = demo_model["raw"], demo_model["run"].output_folder
+    cases = sorted(demo_model["run"].record["cases"])
+    assert len(cases) == 2 and not demo_model["run"].failed
+    for case in cases:
+        images = [sitk.ReadImage(str(raw / "imagesTs" / f"{case}_{c:04d}.nii.gz")) for c in range(2)]
+        result = predictor.predict(images, roi=sitk.ReadImage(str(raw / "roisTs" / f"{case}.nii.gz")), name=case)
+        for produced, written in ((result.mask, out / f"{case}.nii.gz"), (result.map, out / "maps" / f"{case}.nii.gz"),
+                                  (result.region, out / "rois" / f"{case}.nii.gz")):
+            written = sitk.ReadImage(str(written))
+            assert np.array_equal(sitk.GetArrayFromImage(produced), sitk.GetArrayFromImage(written))
+            for attribute in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+                assert getattr(produced, attribute)() == getattr(images[0], attribute)()
+        assert result.score == pytest.approx(demo_model["run"].record["cases"][case]["score"])
+
+
+def test_a_model_file_holds_what_prediction_needs_and_loads_weights_only(demo_model, tmp_path):
+    fold = demo_model["model_folder"] / "fold_0"
+    state = torch.load(fold / MODEL_FILE, weights_only=True)
+    assert state["method"] == demo_model["plans"].method and state["plans"]["plans_name"] == "autouadPlans"
+    assert set(state["networks"]) == {"M"}  # ASC-Net predicts with M; its discriminator stays in the checkpoint
+    assert state["threshold"]["value"] == json.loads((fold / "threshold.json").read_text())["value"]
+    model = AnomalyModel.load(fold / MODEL_FILE)
+    assert model.threshold is not None and model.method == "ascnet" and model.dataset.modality == "MRI"
+    # a half-precision copy is half the size and predicts maps within fp16 rounding
+    half = model.save(tmp_path / "half.pt", precision="fp16")
+    assert half.stat().st_size < 0.6 * (fold / MODEL_FILE).stat().st_size
+    slices = np.random.default_rng(0).random((4, 2) + model.plans.slice_size, dtype=np.float32)
+    np.testing.assert_allclose(AnomalyModel.load(half).anomaly_maps(slices), model.anomaly_maps(slices), atol=5e-3)
+
+
+def test_a_fold_trained_before_model_files_still_loads_and_predicts_the_same(demo_model, tmp_path):
+    """What autouad_train wrote before model.pt existed: checkpoint_final.pt without plans or trainer,
+    the trainer in training_log.json, the plans and dataset.json beside the folds, threshold.json."""
+    legacy = tmp_path / "ascnet__autouadPlans"
+    shutil.copytree(demo_model["model_folder"], legacy)
+    (legacy / "fold_0" / MODEL_FILE).unlink()
+    checkpoint = legacy / "fold_0" / "checkpoint_final.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    del state["plans"], state["trainer"]
+    torch.save(state, checkpoint)
+    old = AnomalyPredictor.from_folder(legacy, device="cpu")
+    new = AnomalyPredictor.from_folder(demo_model["model_folder"], device="cpu")
+    assert old.models[0].source == checkpoint and old.threshold == new.threshold
+    record = old.predict_folder(demo_model["raw"] / "imagesTs", tmp_path / "old", demo_model["raw"] / "roisTs")
+    for case in record["cases"]:
+        a = sitk.ReadImage(str(tmp_path / "old" / f"{case}.nii.gz"))
+        b = sitk.ReadImage(str(demo_model["run"].output_folder / f"{case}.nii.gz"))
+        assert np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+
+
+def test_a_misspelt_plans_key_fails_at_load_naming_the_file_and_key(demo_model, tmp_path):
+    preprocessed = demo_model["preprocessed_folder"] / DATASET
+    bad = tmp_path / DATASET
+    shutil.copytree(preprocessed, bad, ignore=shutil.ignore_patterns("autouadPlans_2d"))
+    plans = json.loads((bad / "plans.json").read_text())
+    plans["preprocessing"]["slice_sise"] = plans["preprocessing"].pop("slice_size")
+    (bad / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(PlansError) as error:
+        find_plans(bad)
+    message = str(error.value)
+    assert message.startswith(str(bad / "plans.json")) and "'slice_sise'" in message and "\n" not in message
+    with pytest.raises(PlansError, match="batch_size: '16' is not an integer"):
+        (bad / "plans.json").write_text(json.dumps(dict(json.loads((preprocessed / "plans.json").read_text()),
+                                                        batch_size="16")))
+        api.train(999, 0, preprocessed_folder=tmp_path, results_folder=tmp_path / "results")
+
+
+def library_offences(repo: Path) -> list[str]:
+    """The CLIs are layers over autouad.api: library code, benchmarks and converters receive folders
+    as arguments and call the API, never ``os.environ[...] = ...`` or ``main([...])``, and no
+    function outside autouad/cli takes an argparse Namespace."""
+    offenders = []
+    for folder in ("autouad", "benchmarks", "dataset_conversion"):
+        for path in (repo / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            in_cli = path.parent.name == "cli"
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Assign):
+                    for target in node.targets:
+                        if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute)
+                                and target.value.attr == "environ"):
+                            offenders.append(f"{path}:{node.lineno}: assigns os.environ")
+                if isinstance(node, ast.Call) and (
+                        (node.args and isinstance(node.args[0], ast.List) and "main" in ast.unparse(node.func))
+                        or any(isinstance(a, ast.Name) and a.id.endswith("main") for a in node.args)):
+                    offenders.append(f"{path}:{node.lineno}: calls a command line: {ast.unparse(node)[:80]}")
+                if not in_cli and isinstance(node, ast.Attribute) and node.attr == "Namespace":
+                    offenders.append(f"{path}:{node.lineno}: uses an argparse Namespace")
+                if isinstance(node, ast.Attribute) and node.attr in ("symlink_to", "hardlink_to") and \
+                        path.parent.name == "benchmarks":
+                    offenders.append(f"{path}:{node.lineno}: builds folders of links")
+    return offenders
+
+
+def test_the_library_never_sets_autouad_folders_nor_calls_a_command_line():
+    offenders = library_offences(REPO)
+    assert not offenders, "\n".join(offenders)

@@ -1,0 +1,148 @@
+"""The contract every registered method keeps, checked for each method the registry holds (a new
+method package is picked up without touching this file; see docs/extending.md):
+
+* its declaration is sound: a trainer subclassing AutoUADTrainer, a plans file with the three
+  schedules, inference networks it really builds;
+* it plans, trains a few iterations on a tiny dataset, calibrates a threshold, and saves a model
+  that loads back (weights only) and predicts, in memory, a map and a mask of the input's geometry;
+* a run interrupted in the middle of an iteration resumes from its last checkpoint and ends with
+  exactly the weights, optimizer states and losses of an uninterrupted run.
+
+The networks are the method's declared ``tiny_network``: the paper's architecture at a fraction of
+its widths, so that the whole contract runs in seconds per method.
+"""
+import copy
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from autouad import AnomalyModel, AnomalyPredictor, api
+from autouad.methods.registry import get_method, method_names
+from autouad.model import MODEL_FILE
+from autouad.planning.method_plans import load_method_plans
+from autouad.planning.plans_files import find_plans
+from autouad.training.base_trainer import CHECKPOINT_FINAL, AutoUADTrainer
+from autouad.training.run import alias_overrides
+from autouad.utils.files import save_json
+from dataset_conversion import demo
+from tests.conftest import assert_same_checkpoints
+
+DATASET = "Dataset007_DemoBrainMRI"
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks run faster on one thread than on two that wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small demo brain MRI (normal subjects, patients with lesions, a brain ROI, one test case)
+    in its own folders; each method plans it on first use (smoke), with its tiny networks."""
+    root = tmp_path_factory.mktemp("contract")
+    demo.convert(7, raw_folder=root / "raw", seed=0, num_normal=2, num_patients=2, num_test=1, spacing=4.0)
+    api.plan_and_preprocess(7, steps=("fingerprint",), num_processes=1, raw_folder=root / "raw",
+                            preprocessed_folder=root / "preprocessed")
+    return root
+
+
+def planned(root, method: str):
+    """The method's smoke plans of the tiny dataset with its tiny networks (planned once)."""
+    preprocessed = root / "preprocessed" / DATASET
+    if not (preprocessed / f"autouadPlans_{method}.json").is_file():
+        result = api.plan_and_preprocess(7, method=method, schedule="smoke", num_processes=1,
+                                         steps=("plan", "preprocess"), raw_folder=root / "raw",
+                                         preprocessed_folder=root / "preprocessed")
+        plans = result.plans
+        plans.method_settings.setdefault("network", {}).update(get_method(method).tiny_network)
+        plans.batch_size = min(plans.batch_size, 4)
+        save_json(plans.to_dict(), result.plans_path)
+    return find_plans(preprocessed, method)
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_the_declaration_is_sound(method):
+    spec = get_method(method)
+    trainer = spec.trainer_class()
+    assert issubclass(trainer, AutoUADTrainer) and trainer.method == method
+    assert spec.plans_path.is_file() and spec.paper and (spec.setting is None or spec.setting_reason)
+    settings = load_method_plans(method)
+    assert {"paper", "fast", "smoke"} <= set(settings["schedules"])
+    for option, keys in spec.schedule_aliases.items():
+        assert all(key in settings["schedules"]["smoke"] for key in keys), (option, keys)
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_trains_saves_loads_and_predicts_a_map_of_the_inputs_shape(tiny, method):
+    plans, _ = planned(tiny, method)
+    [fold] = api.train(7, 0, method, device="cpu", preprocessed_folder=tiny / "preprocessed",
+                       results_folder=tiny / "results", overwrite=True)
+    assert (fold.folder / CHECKPOINT_FINAL).is_file() and np.isfinite(fold.threshold)
+
+    model = AnomalyModel.load(fold.folder / MODEL_FILE)
+    built = model.trainer.build_networks()
+    assert model.method == method and model.threshold is not None
+    assert set(model.networks) == set(type(model.trainer).inference_networks or built) <= set(built)
+
+    raw = tiny / "raw" / DATASET
+    case = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))[0].name[:-len("_0000.nii.gz")]
+    images = [sitk.ReadImage(str(raw / "imagesTs" / f"{case}_{c:04d}.nii.gz")) for c in range(2)]
+    result = AnomalyPredictor([model]).predict(images, roi=sitk.ReadImage(str(raw / "roisTs" / f"{case}.nii.gz")))
+    for image in (result.map, result.mask):
+        assert image.GetSize() == images[0].GetSize() and image.GetDirection() == images[0].GetDirection()
+        assert image.GetOrigin() == images[0].GetOrigin() and image.GetSpacing() == images[0].GetSpacing()
+    assert np.isfinite(sitk.GetArrayFromImage(result.map)).all() and np.isfinite(result.score)
+    assert set(np.unique(sitk.GetArrayFromImage(result.mask))) <= {0, 1}
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_an_interrupted_run_resumes_exactly(tiny, tmp_path, method):
+    plans, plans_path = planned(tiny, method)
+    cls = get_method(method).trainer_class()
+
+    overrides = {}
+
+    def trainer(folder, kind=cls):
+        made = kind(copy.deepcopy(plans), 0, plans_path.parent, folder, schedule_overrides=overrides)
+        made.checkpoint_every = 2
+        made.initialize()
+        return made
+
+    if sum(p.iterations for p in trainer(tmp_path / "probe").phases) < 4:
+        # a smoke schedule of a couple of iterations: twice its epochs (or iterations) to interrupt it
+        aliases = get_method(method).schedule_aliases
+        overrides = alias_overrides(method, epochs=2) if "epochs" in aliases else alias_overrides(method, iterations=4)
+    straight = trainer(tmp_path / "straight")
+    straight.run_training()
+    steps = straight.position["step"]
+    assert steps >= 3, f"{method}'s smoke schedule is too short to interrupt"
+    stop = steps // 2 + 1
+
+    class Killed(cls):
+        def train_iteration(self, phase, iteration):
+            losses = super().train_iteration(phase, iteration)
+            if self.position["step"] == stop:  # the networks have been updated; the step is not recorded
+                raise Interrupted
+            return losses
+
+    with pytest.raises(Interrupted):
+        trainer(tmp_path / "broken", Killed).run_training()
+    resumed = trainer(tmp_path / "broken")
+    resumed.resume()
+    assert resumed.position["step"] <= stop
+    resumed.run_training()
+    a, b = assert_same_checkpoints(tmp_path / "straight" / CHECKPOINT_FINAL, tmp_path / "broken" / CHECKPOINT_FINAL)
+
+    def losses(entries):
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in entries]
+    assert losses(a["log"]["entries"]) == losses(b["log"]["entries"])
