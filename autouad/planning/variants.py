@@ -15,12 +15,9 @@ class NoHistogramEqualizationPlanner(AutoUADPlanner):
     The two-phase liver paper equalises every slice (its LiTS CTs are contrast-enhanced). Equalising
     inside the liver keeps only the rank of each intensity within its slice, so a hypo-dense tumour
     and the darkest normal tissue (the hypo-dense vessels of an unenhanced CT) both become "the
-    darkest pixels". On the ct-synthetic-tumours copies of ../shared/data/ct_abdomen_example
-    (unenhanced, one 15-slice slab per fold) the equalised two-phase net scored the hypo-dense
-    tumours at pixel AUROC 0.78 / 0.90 (fold 0) and 0.34 / 0.35 (fold 1, darker = more normal);
-    without equalisation fold 0 reached 0.99 / 0.96, but fold 1 failed on every tumour (~0.6):
-    too little data to change the paper's default, so this is an option (README, "Two-phase net
-    on CT")."""
+    darkest pixels". On the unenhanced synthetic-tumour CT copies the two settings did not agree
+    between folds (docs/results.md): too little data to change the paper's default, so this is an
+    option."""
 
     def choose_normalization(self) -> tuple[dict, str]:
         scheme, reason = super().choose_normalization()

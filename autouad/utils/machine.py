@@ -28,9 +28,7 @@ def flush_denormals() -> bool:
     many times the cost of a normal one. Swish's derivative is about 1e-33 at a pre-activation of
     -80, and behind weight-standardised convolutions (unit-variance filters, no 1/sqrt(fan-in)
     scale) such pre-activations are common; times the small gradients coming back from a loss
-    averaged over many pixels (about 1e-7), the product is denormal. In the two-phase net's
-    restoration U-Net at initialisation up to 4 % of the gradients reaching a convolution were
-    denormal, and its training step took 28 s instead of 3.9 s on an Intel Xeon (2 threads; the
-    AMD EPYC of earlier runs did the unflushed step in 1.6-1.9 s). Values below 1.2e-38 carry
-    nothing a network's training or a map's threshold can use, so they become zeros."""
+    averaged over many pixels (about 1e-7), the product is denormal (measured: docs/experiments.md).
+    Values below 1.2e-38 carry nothing a network's training or a map's threshold can use, so they
+    become zeros."""
     return bool(torch.set_flush_denormal(True))

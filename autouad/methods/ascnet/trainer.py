@@ -11,8 +11,7 @@ One cycle = a discriminator step then a main-module step, each of ``epochs_per_s
 lowers the epochs of both steps alike on a large dataset, so that D and M keep the same number of
 epochs (D's pools are two and four times M's, so its steps have two and four times the iterations)
 and a CPU fold keeps its time budget: an M iteration costs about four D iterations (it back-propagates
-through M and, twice, through D); on the Kermany X-rays the 600-iteration cap alone would have made
-a `fast` fold take about three hours on 2 CPU cores.
+through M and, twice, through D; timings in docs/experiments.md).
 
 * D step: R_d labelled +1 and I_fc(I_in) labelled -1, shuffled together; in stage 2 the true set
   becomes R_d ∪ I_fc(R_d) and the fence cuts of I_in are drawn twice as often to keep the balance.

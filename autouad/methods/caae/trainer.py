@@ -41,8 +41,8 @@ Choices where the paper is silent, each documented:
   ``network`` block may set ``features`` and ``latent_dim`` to change them.
 * Prior samples and interpolation weights come from torch's global generator, which the base
   reseeds every iteration, so that ``--continue`` repeats a run exactly.
-* Networks and batches use the channels-last memory format: the same arithmetic, about a quarter
-  faster on the CPU (oneDNN) and suited to cuDNN.
+* Networks and batches use the channels-last memory format: the same arithmetic, faster on the CPU
+  (oneDNN; docs/experiments.md) and suited to cuDNN.
 """
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ Choices where the paper is silent, each documented:
 * The restoration U-Net follows the authors' code (``network.py``).
 * Anomalies are synthesised on the fly from a numpy Generator seeded by (seed, fold, iteration,
   rank), so that ``--continue`` synthesises the same anomalies as an uninterrupted run.
-* Networks and batches use the channels-last memory format: the same arithmetic, about a sixth
-  faster on the CPU (oneDNN) and suited to cuDNN.
+* Networks and batches use the channels-last memory format: the same arithmetic, faster on the CPU
+  (oneDNN; docs/experiments.md) and suited to cuDNN.
 * Masks are restricted to the slice's ROI (the liver in the paper); datasets without an ROI use
   the non-zero foreground (``synthesis.anomaly_region``). The method is modality-agnostic: brain
   MRI and X-rays train the same way.
