@@ -11,7 +11,8 @@ setup(
     + ["autouad_plans"],
     # the papers' configurations live in the top-level plans/ folder as data; installed as autouad_plans
     package_dir={"autouad_plans": "plans"},
-    package_data={"autouad_plans": ["*.json"]},
+    # a method package may carry its own plans file (docs/extending.md)
+    package_data={"autouad_plans": ["*.json"], "autouad.methods": ["*/*.json"]},
     install_requires=[
         # a range, so that GPU users bring their own torch; the README pins the CPU wheel for this machine
         "torch>=2.1",
@@ -42,6 +43,7 @@ setup(
             "autouad_evaluate=autouad.cli.evaluate:main",
             "autouad_summarize=autouad.cli.summarize:main",
             "autouad_baseline=autouad.cli.baseline:main",
+            "autouad_find_best_configuration=autouad.cli.find_best_configuration:main",
             "autouad_demo=autouad.cli.demo:main",
         ]
     },

@@ -155,6 +155,22 @@ def _device(requested: str | None) -> str:
     return choose_device(requested)
 
 
+# ---- find the best configuration ---------------------------------------------------------------------
+def find_best_configuration(dataset: str | int, folds: list[int] | None = None, *, quiet: bool = False,
+                            raw_folder: str | Path | None = None, preprocessed_folder: str | Path | None = None,
+                            results_folder: str | Path | None = None) -> dict:
+    """Compare every trained method's configurations and the baselines out of fold over ``folds``
+    (default: all of the plans' folds), choose one, and write ``inference_instructions.json`` (and
+    a short ``.txt``) into the dataset's results folder; returns the instructions.
+    (autouad.selection.find_best explains candidates, threshold sources and the metric.)"""
+    from autouad.selection.find_best import find_best_configuration as find_best
+
+    raw_root, preprocessed_root = folder("raw", raw_folder), folder("preprocessed", preprocessed_folder)
+    results_root = folder("results", results_folder)
+    name = find_dataset_name(dataset, (preprocessed_root, results_root))
+    return find_best(name, raw_root, preprocessed_root, results_root, folds, quiet=quiet)
+
+
 # ---- predict -------------------------------------------------------------------------------------------
 @dataclass
 class PredictionRun:
@@ -232,12 +248,23 @@ def predict(input_folder: str | Path, output_folder: str | Path, model_folder: s
     from autouad.inference.predictor import AnomalyPredictor, check_folders
     from autouad.model import CHECKPOINT_FINAL
 
+    from autouad.selection.find_best import INSTRUCTIONS_FILE
+
     check_folders(Path(input_folder), Path(output_folder), None if roi_folder is None else Path(roi_folder))
+    roi = None if roi_folder is None else Path(roi_folder)
     if model_folder is None:
         results_root = folder("results", results_folder)
-        raw_root = folder("raw", raw_folder) if raw_folder is not None or dataset is None else None
+        raw_root = folder("raw", raw_folder)
         name = (find_dataset_name(dataset, (results_root,)) if dataset is not None
                 else find_trained_dataset(results_root, Path(input_folder), raw_root))
+        instructions = results_root / name / INSTRUCTIONS_FILE
+        if method is None and plans_name is None and folds is None and instructions.is_file():
+            return predict_as_instructed(instructions, Path(input_folder), Path(output_folder), roi, save_maps,
+                                         device, raw_root / name)
+        if method is None and plans_name is None:
+            print(f"note: {results_root / name} has no {INSTRUCTIONS_FILE}: predicting with the planner's method; "
+                  f"run autouad_find_best_configuration -d {name} to compare the candidates and the baselines "
+                  f"first", file=sys.stderr)
         model_folder = find_model_folder(results_root / name, method, plans_name)
     predictor = AnomalyPredictor.from_folder(model_folder, folds, device, checkpoint or CHECKPOINT_FINAL,
                                              postprocess=postprocess, batch_size=batch_size, precision=precision)
@@ -247,9 +274,19 @@ def predict(input_folder: str | Path, output_folder: str | Path, model_folder: s
               file=sys.stderr)
     print(f"model: {model_folder} (folds {', '.join(map(str, predictor.folds))}); threshold "
           f"{predictor.threshold:.4g}, anomalous {predictor.side} it")
-    record = predictor.predict_folder(Path(input_folder), Path(output_folder),
-                                      None if roi_folder is None else Path(roi_folder), save_maps)
+    record = predictor.predict_folder(Path(input_folder), Path(output_folder), roi, save_maps)
     return PredictionRun(Path(output_folder), Path(model_folder), record)
+
+
+def predict_as_instructed(instructions: Path, input_folder: Path, output_folder: Path, roi_folder: Path | None,
+                          save_maps: bool, device: str | None, raw_dataset_folder: Path | None) -> PredictionRun:
+    """Predict with the configuration an inference_instructions.json chose."""
+    from autouad.inference.configured import ConfiguredPredictor
+
+    predictor = ConfiguredPredictor.from_instructions(instructions, device, raw_dataset_folder)
+    print(f"following {instructions}: {predictor.chosen['configuration']}")
+    record = predictor.predict_folder(input_folder, output_folder, roi_folder, save_maps)
+    return PredictionRun(output_folder, instructions.parent, record)
 
 
 # ---- evaluate ------------------------------------------------------------------------------------------

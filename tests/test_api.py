@@ -142,3 +142,47 @@ def library_offences(repo: Path) -> list[str]:
 def test_the_library_never_sets_autouad_folders_nor_calls_a_command_line():
     offenders = library_offences(REPO)
     assert not offenders, "\n".join(offenders)
+
+
+def test_find_best_configuration_writes_instructions_that_predict_follows(demo_model, tmp_path):
+    """The demo: autouad_find_best_configuration -d 999 -f 0 lists the intensity baseline among the
+    candidates; autouad_predict -d 999 follows the choice and names it; and the masks it writes for a
+    validation case are the masks find_best_configuration scored (evaluation and deployment agree)."""
+    from autouad.inference.configured import ConfiguredPredictor
+    from autouad.selection.configurations import PixelConfiguration, PixelScorer, ensemble_values
+    from autouad.selection.find_best import INSTRUCTIONS_FILE, gather
+
+    folders = {k: demo_model[k] for k in ("raw_folder", "preprocessed_folder", "results_folder")}
+    instructions = api.find_best_configuration(999, [0], quiet=True, **folders)
+    results = demo_model["results_folder"] / DATASET
+    assert (results / INSTRUCTIONS_FILE).is_file() and (results / "inference_instructions.txt").is_file()
+    names = [c["configuration"] for c in instructions["candidates"]]
+    assert any(n.startswith("intensity:") for n in names) and any(n.startswith("ascnet |") for n in names)
+    chosen = instructions["chosen"]
+    assert chosen["configuration"] == names[0] and "in-sample" in instructions["fitting"]
+
+    raw = demo_model["raw"]
+    run = api.predict(raw / "imagesTs", tmp_path / "out", dataset=999, roi_folder=raw / "roisTs", device="cpu",
+                      **{k: folders[k] for k in ("raw_folder", "results_folder")})
+    assert run.record["configuration"] == chosen["configuration"] and run.num_predicted == 2
+    assert run.record["warnings"] == instructions["warnings"]
+
+    task, folds, candidates, evidence, kernels, _ = gather(DATASET, folders["raw_folder"],
+                                                           folders["preprocessed_folder"],
+                                                           folders["results_folder"], [0], quiet=True)
+    pool = {c.name: c for c in candidates}
+    members = tuple(chosen["members"])
+    if len(members) > 1:
+        ensemble_values(evidence, members, chosen["candidate"])
+    scorer = PixelScorer({n: c.value_range for n, c in pool.items()} | {chosen["candidate"]: None})
+    config = PixelConfiguration(chosen["candidate"], chosen["threshold"]["source"], chosen["postprocessing"]["kernel"])
+    params = {k: v for k, v in chosen["threshold"].items() if k in ("value", "z", "percentile")}
+    predictor = ConfiguredPredictor(instructions, "cpu")
+    case = evidence[0]
+    images = [sitk.ReadImage(str(raw / "imagesTr" / f"{case.name}_{c:04d}.nii.gz")) for c in range(2)]
+    result = predictor.predict(images, roi=sitk.ReadImage(str(raw / "roisTr" / f"{case.name}.nii.gz")), name=case.name)
+    from autouad.dataset.validation import case_from_images
+    from autouad.dataset.raw_dataset import CaseFiles
+    loaded = case_from_images(CaseFiles(case.name, "test", [], None, None, None, None, case.name),
+                              [result.mask])
+    assert np.array_equal(loaded.data[0] > 0, scorer.masks(config, params, case))

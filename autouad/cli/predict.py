@@ -52,9 +52,12 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     record = run.record
-    busy = record["model_seconds"] / record["seconds"] if record["seconds"] else 0.0
-    print(f"predicted {record['num_predicted']} case(s) in {record['seconds']:.1f} s into {args.output} "
-          f"(the model computed {busy:.0%} of the time, waited {record['waiting_for_data_seconds']:.1f} s for data)"
+    busy = ""
+    if "model_seconds" in record and record["seconds"]:
+        busy = (f" (the model computed {record['model_seconds'] / record['seconds']:.0%} of the time, waited "
+                f"{record['waiting_for_data_seconds']:.1f} s for data)")
+    print(f"predicted {record['num_predicted']} case(s) in {record['seconds']:.1f} s into {args.output}{busy}"
+          + (f" with {record['configuration']}" if "configuration" in record else "")
           + (f"; {record['num_failed']} skipped (see {args.output / PREDICTIONS_FILE})" if record["num_failed"] else ""))
     return 1 if record["num_failed"] else 0
 

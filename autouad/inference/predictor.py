@@ -79,6 +79,28 @@ class Prediction:
     anomalous_voxels: int
 
 
+def write_prediction(prediction: Prediction, inputs: list[str], ending: str | None, output: Path,
+                     save_maps: bool) -> dict:
+    """A case's files in the prediction folder's layout (autouad.inference.outputs); returns its
+    entry of predictions.json."""
+    mask_ending, map_ending = output_endings(ending or ".nii.gz")
+    name = prediction.name
+    write_image(prediction.mask, output / f"{name}{mask_ending}")
+    written = {"mask": f"{name}{mask_ending}"}
+    if prediction.mask_without_postprocessing is not None:
+        write_image(prediction.mask_without_postprocessing, output / WITHOUT_POSTPROCESSING_FOLDER / f"{name}{mask_ending}")
+        written["mask_without_postprocessing"] = f"{WITHOUT_POSTPROCESSING_FOLDER}/{name}{mask_ending}"
+    if save_maps:
+        write_image(prediction.map, output / MAPS_FOLDER / f"{name}{map_ending}")
+        write_image(prediction.region, output / ROIS_FOLDER / f"{name}{mask_ending}")
+        written.update(map=f"{MAPS_FOLDER}/{name}{map_ending}", roi=f"{ROIS_FOLDER}/{name}{mask_ending}")
+    record = {"inputs": inputs, "outputs": written, "anomalous_voxels": prediction.anomalous_voxels,
+              "slices": prediction.slices, "score": prediction.score}
+    if prediction.decision is not None:
+        record["decision"] = prediction.decision
+    return record
+
+
 def check_folders(input_folder: Path, output_folder: Path, roi_folder: Path | None) -> None:
     """autouad never writes among its inputs: the output may not be, or lie in, an input folder."""
     output = Path(output_folder).resolve()
@@ -250,23 +272,7 @@ class AnomalyPredictor:
             slices=int(len(maps)), anomalous_voxels=int(final.sum()))
 
     def write_case(self, prepared: PreparedCase, prediction: Prediction, output: Path, save_maps: bool) -> dict:
-        mask_ending, map_ending = output_endings(prepared.ending)
-        name = prediction.name
-        write_image(prediction.mask, output / f"{name}{mask_ending}")
-        written = {"mask": f"{name}{mask_ending}"}
-        if prediction.mask_without_postprocessing is not None:
-            write_image(prediction.mask_without_postprocessing,
-                        output / WITHOUT_POSTPROCESSING_FOLDER / f"{name}{mask_ending}")
-            written["mask_without_postprocessing"] = f"{WITHOUT_POSTPROCESSING_FOLDER}/{name}{mask_ending}"
-        if save_maps:
-            write_image(prediction.map, output / MAPS_FOLDER / f"{name}{map_ending}")
-            write_image(prediction.region, output / ROIS_FOLDER / f"{name}{mask_ending}")
-            written.update(map=f"{MAPS_FOLDER}/{name}{map_ending}", roi=f"{ROIS_FOLDER}/{name}{mask_ending}")
-        record = {"inputs": prepared.inputs, "outputs": written, "anomalous_voxels": prediction.anomalous_voxels,
-                  "slices": prediction.slices, "score": prediction.score}
-        if prediction.decision is not None:
-            record["decision"] = prediction.decision
-        return record
+        return write_prediction(prediction, prepared.inputs, prepared.ending, output, save_maps)
 
     # ---- a folder ----------------------------------------------------------------------------------
     def prepared_chunks(self, cases: list[InputCase], chunk_slices: int, failed: dict):

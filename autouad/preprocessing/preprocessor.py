@@ -173,14 +173,21 @@ def preprocessed_to_file_index(meta: dict, slice_index: int, row: int, col: int)
     return orientation.index_to_file(tuple(canonical), tuple(meta["file_shape"]))
 
 
-def restore_to_file_array(slices: np.ndarray, meta: dict, order: int = 1, fill: float = 0.0) -> np.ndarray:
-    """(S, H, W) values on the preprocessed slices -> an array with the raw file's shape and axis order
-    (slices that were not kept and voxels outside the crop get ``fill``)."""
+def restore_to_canonical(slices: np.ndarray, meta: dict, order: int = 1, fill: float = 0.0) -> np.ndarray:
+    """(S, H, W) values on the preprocessed slices -> the raw case's canonical array (axial slices
+    first; slices that were not kept and voxels outside the crop get ``fill``)."""
     unpadded = undo_pad_or_crop(slices.astype(np.float32), meta["pad"], tuple(meta["resampled_inplane_shape"]))
     back = resize_slices(unpadded, tuple(meta["cropped_inplane_shape"]), order)
     canonical = np.full(meta["canonical_shape"], fill, dtype=np.float32)
     (y0, y1), (x0, x1) = meta["crop_box"][1], meta["crop_box"][2]
-    canonical[np.asarray(meta["slices"]["canonical_index"]), y0:y1, x0:x1] = back
+    canonical[np.asarray(meta["slices"]["canonical_index"], dtype=np.int64), y0:y1, x0:x1] = back
+    return canonical
+
+
+def restore_to_file_array(slices: np.ndarray, meta: dict, order: int = 1, fill: float = 0.0) -> np.ndarray:
+    """(S, H, W) values on the preprocessed slices -> an array with the raw file's shape and axis order
+    (slices that were not kept and voxels outside the crop get ``fill``)."""
+    canonical = restore_to_canonical(slices, meta, order, fill)
     return np.ascontiguousarray(Orientation.from_dict(meta["orientation"]).from_canonical(canonical))
 
 
