@@ -146,3 +146,37 @@ def test_an_interrupted_run_resumes_exactly(tiny, tmp_path, method):
     def losses(entries):
         return [{k: v for k, v in e.items() if k != "seconds"} for e in entries]
     assert losses(a["log"]["entries"]) == losses(b["log"]["entries"])
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_a_budget_scales_the_schedule_and_leaves_the_start_untouched(tiny, tmp_path, method):
+    """fit_to_budget times a few iterations of each phase kind from the starting state, restores it
+    exactly, and multiplies the method's budget keys by one factor; a resumed run keeps the fitted
+    schedule instead of measuring again."""
+    plans, plans_path = planned(tiny, method)
+    cls = get_method(method).trainer_class()
+
+    def trainer(folder):
+        made = cls(copy.deepcopy(plans), 0, plans_path.parent, folder)
+        made.checkpoint_every = 1
+        made.initialize()
+        return made
+
+    fresh = trainer(tmp_path / "a")
+    before = {k: {n: t.clone() for n, t in net.state_dict().items()} for k, net in fresh.networks.items()}
+    streams = {k: loader.stream.state_dict() for k, loader in fresh.loaders.items()}
+    schedule = dict(fresh.schedule)
+    fitted = fresh.fit_to_budget(1e-4)   # far less than the schedule needs: every count down to its floor
+    for name, net in fresh.networks.items():
+        assert all(torch.equal(before[name][n], t) for n, t in net.state_dict().items()), name
+    assert {k: loader.stream.state_dict() for k, loader in fresh.loaders.items()} == streams
+    assert fresh.position == {"phase": 0, "iteration": 0, "step": 0} and not fresh.log.entries
+    assert fitted["factor"] < 1 and fresh.schedule["budget_factor"] == pytest.approx(fitted["factor"], rel=1e-2)
+    for key in cls.budget_keys:
+        if isinstance(schedule.get(key), int):
+            assert fresh.schedule[key] == max(1, round(schedule[key] * fresh.schedule["budget_factor"])), key
+    assert sum(p.iterations for p in fresh.phases) <= sum(p.iterations for p in trainer(tmp_path / "b").phases)
+    fresh.run_training()
+    resumed = trainer(tmp_path / "a")
+    resumed.resume()
+    assert resumed.schedule == fresh.schedule and resumed.finished

@@ -62,6 +62,9 @@ def main(argv=None) -> int:
                         help="ASC-Net cycles in stage 1 and stage 2")
     parser.add_argument("--iterations", type=int, default=None, help="iterations (iteration-based schedules)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="change any schedule setting")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="scale the schedule so that training takes about this many minutes here (measured on "
+                             "the first steps; the stages keep their ratios); 0 switches a schedule's budget off")
     parser.add_argument("--continue", dest="continue_training", action="store_true",
                         help="resume from checkpoint_latest.pt")
     parser.add_argument("--overwrite", action="store_true", help="start again over an existing run of this fold")
@@ -78,7 +81,9 @@ def main(argv=None) -> int:
         if fold is None:
             raise TrainingError(f"fold {args.fold!r} is neither a number nor 'all'")
         api.train(args.dataset, fold, args.method, args.schedule, plans_name=args.plans_name,
-                  overrides=parse_settings(args.set), epochs=args.epochs, cycles=args.cycles,
+                  overrides={**parse_settings(args.set),
+                             **({} if args.budget_minutes is None else {"budget_minutes": args.budget_minutes or None})},
+                  epochs=args.epochs, cycles=args.cycles,
                   iterations=args.iterations, continue_training=args.continue_training, overwrite=args.overwrite,
                   validation_only=args.val, device=args.device, num_gpus=args.num_gpus, trainer=args.trainer,
                   checkpoint_every=args.checkpoint_every, seed=args.seed)

@@ -129,7 +129,8 @@ class Plans:
             paper = load_method_plans(self.method)
         except UnknownMethodError as e:
             raise PlansError(f"{source}: method: {e}") from None
-        known = {k for schedule in paper.get("schedules", {}).values() for k in schedule} | {"name", "note"}
+        known = ({k for schedule in paper.get("schedules", {}).values() for k in schedule}
+                 | {"name", "note", "budget_minutes", "budget_factor"})
         for key in self.schedule:
             if key not in known:
                 raise PlansError(f"{source}: schedule: unknown key {key!r} for {self.method} "

@@ -18,6 +18,7 @@ of iterations) and what one iteration does. The base does everything else the sa
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -66,10 +67,14 @@ def import_trainer(dotted: str) -> type:
     return cls
 
 
+# schedule settings every method has: a wall-clock budget (fit_to_budget), and what fitting wrote
+GENERIC_SCHEDULE_KEYS = ("budget_minutes", "budget_factor")
+
+
 def apply_schedule_overrides(schedule: dict, overrides: dict | None) -> dict:
     out = dict(schedule)
     for key, value in (overrides or {}).items():
-        if key not in out:
+        if key not in out and key not in GENERIC_SCHEDULE_KEYS:
             settings = ", ".join(sorted(k for k in out if k not in ("name", "note")))
             raise TrainingError(f"the {out.get('name')} schedule has no setting {key!r}; it has {settings}")
         out[key] = value
@@ -91,6 +96,13 @@ class AutoUADTrainer:
     inference_precision: str = "auto"
     # More validation cases than this are drawn as one pooled histogram in histograms.png.
     max_plotted_histograms: int = 20
+    # Schedule keys that count work (iterations, epochs, caps): a wall-clock budget scales them all by
+    # one factor, so the ratios between a method's stages stay its paper's (see fit_to_budget).
+    budget_keys: tuple[str, ...] = ()
+    # How often over a run the validation quality is measured (the curve in progress.png), and on
+    # how many validation slices (or images): a cheap probe, not the fold's final validation.
+    validation_points: int = 5
+    validation_slices: int = 32
 
     def __init__(self, plans: Plans, fold: int, preprocessed_dataset_folder: Path | None,
                  output_folder: Path | None, device: str | torch.device = "cpu",
@@ -271,10 +283,121 @@ class AutoUADTrainer:
 
     def resume(self) -> None:
         path = self.output_folder / CHECKPOINT_LATEST
-        self.load_state_dict(load_checkpoint(path), path)
+        state = load_checkpoint(path)
+        if "budget_factor" in (state.get("schedule") or {}) and "budget_factor" not in self.schedule:
+            # a run fitted to a budget resumes with the schedule it was fitted to, not a new measurement
+            self.schedule = dict(state["schedule"])
+            self.phases = self.build_phases()
+        self.load_state_dict(state, path)
         if self.is_main:
             print(f"resuming {self.method} fold {self.fold} at iteration {self.position['step']} "
                   f"(phase {self.position['phase']}, iteration {self.position['iteration']})")
+
+    # ---- a wall-clock budget ------------------------------------------------------------------------
+    def fit_to_budget(self, minutes: float, probe_iterations: int = 2) -> dict:
+        """Scale the schedule so that its training phases take about ``minutes`` here.
+
+        Each kind of phase runs ``probe_iterations`` timed iterations (after one warm-up) from the
+        starting state, which is then restored exactly (weights, optimizers, data streams, log), so a
+        budgeted run trains as a run of the scaled schedule would. The schedule's ``budget_keys`` are
+        all multiplied by budget / estimate: the paper's ratios between stages are kept, only their
+        length follows the machine. Validation export and calibration come on top of the budget."""
+        snapshot = copy.deepcopy(self.state_dict())
+        seconds: dict[str, float] = {}
+        try:
+            for phase in self.phases:
+                if phase.kind in seconds:
+                    continue
+                for network in self.networks.values():
+                    network.train()
+                times = []
+                for i in range(probe_iterations + 1):
+                    self.seed_iteration(10 ** 9 + i)  # never a step the run itself seeds
+                    start = time.perf_counter()
+                    self.train_iteration(phase, i)
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    times.append(time.perf_counter() - start)
+                seconds[phase.kind] = float(np.median(times[1:]))
+        finally:
+            self.restore(snapshot)
+        estimate = sum(p.iterations * seconds[p.kind] for p in self.phases)
+        factor = minutes * 60.0 / max(estimate, 1e-6)
+        scaled = dict(self.schedule)
+        for key in self.budget_keys:
+            value = scaled.get(key)
+            if isinstance(value, bool) or value is None:
+                continue
+            scaled[key] = max(1, int(round(value * factor))) if isinstance(value, int) else float(value) * factor
+        scaled.update(budget_minutes=minutes, budget_factor=round(factor, 6))
+        self.schedule = scaled
+        self.phases = self.build_phases()
+        fitted = {"budget_minutes": minutes, "factor": round(factor, 4),
+                  "seconds_per_iteration": {k: round(v, 4) for k, v in seconds.items()},
+                  "estimated_minutes_before": round(estimate / 60, 2),
+                  "iterations": sum(p.iterations for p in self.phases),
+                  "estimated_minutes": round(sum(p.iterations * seconds[p.kind] for p in self.phases) / 60, 2)}
+        self.log.event(0, "budget", **fitted)
+        if self.is_main:
+            print(f"{self.method} fold {self.fold}: budget {minutes:g} min; measured "
+                  + ", ".join(f"{k} {v:.2f} s/it" for k, v in seconds.items())
+                  + f"; schedule scaled by {factor:.3g} to {fitted['iterations']} iterations "
+                    f"(about {fitted['estimated_minutes']:.1f} min)")
+        return fitted
+
+    def restore(self, state: dict) -> None:
+        """Put back what state_dict() saved, without the checks a resumed checkpoint gets."""
+        for k, net in self.networks.items():
+            net.load_state_dict(state["networks"][k])
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        for k, loader in self.loaders.items():
+            loader.stream.load_state_dict(state["streams"][k])
+        self.position = dict(state["position"])
+        self.log.load_state_dict(state["log"])
+        self.load_extra_state(state["extra"])
+
+    # ---- validation quality over the run ------------------------------------------------------------
+    def validation_quality(self) -> dict | None:
+        """A cheap measure of the model now: pixel AUROC on a few validation slices (half of them with
+        anomalies) where the validation cases have masks, else image AUROC on a few labelled
+        validation images; None when neither exists."""
+        from autouad.evaluation.metrics import roc_auc
+        cases = self.data.validation_cases if self.data is not None else []
+        rng = np.random.default_rng([self.seed, self.fold])
+        sign = -1.0 if self.plans.threshold.peak == "leftmost" else 1.0
+        masked = [(c, s) for c in cases if c.mask is not None for s in range(c.num_slices)]
+        if masked:
+            anomalous = [(c, s) for c, s in masked if c.mask[s].any()]
+            normal = [(c, s) for c, s in masked if not c.mask[s].any()]
+            half = self.validation_slices // 2
+            picks = [anomalous[i] for i in rng.permutation(len(anomalous))[:half]] + \
+                [normal[i] for i in rng.permutation(len(normal))[:self.validation_slices - min(half, len(anomalous))]]
+            if not anomalous:
+                return None
+            maps = self.predict_slices(np.stack([c.data[s] for c, s in picks]))
+            regions = np.stack([c.region[s] for c, s in picks])
+            labels = np.stack([c.mask[s] for c, s in picks]).astype(bool)
+            return {"metric": "pixel AUROC", "value": roc_auc(sign * maps[regions], labels[regions])}
+        labelled = [c for c in cases if c.is_2d and c.label is not None]
+        if len({c.label for c in labelled}) < 2:
+            return None
+        picks = [labelled[i] for i in rng.permutation(len(labelled))[:self.validation_slices]]
+        if len({c.label for c in picks}) < 2:
+            return None
+        maps = self.predict_slices(np.concatenate([c.data for c in picks]))
+        scores = [float((sign * m)[c.region[0]].mean()) for m, c in zip(maps, picks)]
+        return {"metric": "image AUROC", "value": roc_auc(np.array(scores), np.array([c.label for c in picks], bool))}
+
+    def log_validation_quality(self) -> None:
+        if not self.is_main:
+            return
+        quality = self.validation_quality()
+        if quality is not None and np.isfinite(quality["value"]):
+            self.log.event(self.position["step"], "validation", minutes=round(self.elapsed() / 60, 3),
+                           metric=quality["metric"], value=round(float(quality["value"]), 4))
+        for network in self.networks.values():
+            network.train()
 
     def elapsed(self) -> float:
         return self.elapsed_before + (time.time() - self._start if hasattr(self, "_start") else 0.0)
@@ -304,7 +427,11 @@ class AutoUADTrainer:
     def run_training(self) -> None:
         self._start = time.time()
         done = self.position["step"]
-        bar = tqdm(total=done + self.remaining_iterations(), initial=done, disable=not self.is_main,
+        total = done + self.remaining_iterations()
+        curve_steps = {int(round(total * (i + 1) / self.validation_points)) for i in range(self.validation_points)}
+        if done == 0:
+            self.log_validation_quality()  # the untrained model: where the curve starts
+        bar = tqdm(total=total, initial=done, disable=not self.is_main,
                    desc=f"{self.method} fold {self.fold}", unit="it", dynamic_ncols=True, file=sys.stdout)
         while self.position["phase"] < len(self.phases):
             index = self.position["phase"]
@@ -323,6 +450,8 @@ class AutoUADTrainer:
                     bar.update(1)
                     if (step + 1) % self.checkpoint_every == 0:
                         self.save(CHECKPOINT_LATEST)
+                    if (step + 1) in curve_steps:
+                        self.log_validation_quality()
                 self.on_phase_end(index, phase)
                 bar.total = self.position["step"] + self.remaining_iterations()
             self.position = {"phase": index + 1, "iteration": 0, "step": self.position["step"]}

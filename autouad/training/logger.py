@@ -57,8 +57,17 @@ class TrainingLog:
         keys = sorted({k for e in self.entries for k in e} - {"step", "phase", "seconds"})
         if not keys:
             return
-        fig, axes = plt.subplots(len(keys), 1, figsize=(8, 1.9 * len(keys) + 0.6), sharex=True, squeeze=False)
-        for ax, key in zip(axes[:, 0], keys):
+        quality = [e for e in self.events if e.get("event") == "validation"]
+        rows = len(keys) + bool(quality)
+        fig, axes = plt.subplots(rows, 1, figsize=(8, 1.9 * rows + 0.6), squeeze=False)
+        if quality:
+            # validation quality against wall-clock minutes: what a budget buys
+            ax = axes[-1, 0]
+            ax.plot([e["minutes"] for e in quality], [e["value"] for e in quality], marker="o", lw=1)
+            ax.set_xlabel("minutes of training")
+            ax.set_ylabel(f"validation\n{quality[-1]['metric']}", fontsize=8)
+            ax.grid(alpha=0.3)
+        for ax, key in zip(axes[:len(keys), 0], keys):
             steps, values = [], []
             for e in self.entries:
                 if key in e:
@@ -74,7 +83,7 @@ class TrainingLog:
             for ev in self.events:
                 if ev.get("major"):
                     ax.axvline(ev["step"], color="grey", lw=0.6, ls="--")
-        axes[-1, 0].set_xlabel("iteration")
+        axes[len(keys) - 1, 0].set_xlabel("iteration")
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         try:

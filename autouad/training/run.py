@@ -135,6 +135,8 @@ def train_fold(request: TrainRequest, fold: int, device: str, rank: int = 0, wor
     trainer.initialize()
     if request.continue_training:
         trainer.resume()
+    elif trainer.schedule.get("budget_minutes"):
+        trainer.fit_to_budget(float(trainer.schedule["budget_minutes"]))
     if rank == 0:
         save_plans_copy(request.plans_path, output.parent)
     if request.validation_only and not trainer.finished:

@@ -44,6 +44,7 @@ class ASCNetTrainer(AutoUADTrainer):
     method = "ascnet"
     map_name = "I_ro"
     inference_networks = ("M",)
+    budget_keys = ("epochs_per_step", "max_iterations_per_step", "max_main_iterations_per_step")
     histogram_range = (0.0, 1.0)
 
     # ---- data ------------------------------------------------------------------------------------

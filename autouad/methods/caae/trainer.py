@@ -80,6 +80,7 @@ class CAAETrainer(AutoUADTrainer):
     method = "caae"
     map_name = "|x - x'|"
     inference_networks = ("encoder", "decoder")
+    budget_keys = ("iterations",)
     # Whether the latent code is matched to the prior by a WGAN-GP critic (False: the VAE's KL term).
     adversarial = True
 

@@ -90,6 +90,7 @@ class HealthyGANTrainer(AutoUADTrainer):
     method = "healthygan"
     map_name = "|x - G(x)|"
     inference_networks = ("generator",)
+    budget_keys = ("iterations", "lr_decay_iterations", "feature_network_iterations", "selection_every")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

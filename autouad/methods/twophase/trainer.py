@@ -63,6 +63,7 @@ class TwoPhaseTrainer(AutoUADTrainer):
     method = "twophase"
     map_name = "anomaly probability"
     inference_networks = ("restoration", "segmentation")
+    budget_keys = ("phase1_epochs", "phase1_min_iterations", "phase2_min_iterations")
     histogram_range = (0.0, 1.0)
     # Phase kinds in order, each with the schedule key of its epochs; every kind has its own stream.
     phase_kinds: tuple[tuple[str, str], ...] = (("restoration", "phase1_epochs"), ("segmentation", "phase2_epochs"))
