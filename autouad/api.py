@@ -150,6 +150,47 @@ def train(dataset: str | int, fold: int | str | list[int], method: str | None = 
     return run_training(request)
 
 
+def train_candidates(dataset: str | int, fold: int | str | list[int], *, schedule: str | None = None,
+                     device: str = "auto", raw_folder: str | Path | None = None,
+                     preprocessed_folder: str | Path | None = None, results_folder: str | Path | None = None,
+                     num_processes: int = 2, **train_options) -> dict[str, list]:
+    """Train every candidate method of the plans (``plans.json``'s ``candidates``, in their order) on
+    ``fold``: each is planned and preprocessed first when it has no plans yet (with the planner's
+    schedule), and folds already trained are reused (an interrupted one continues). Returns
+    {method: [TrainedFold]}; then ``find_best_configuration`` compares them."""
+    from autouad.planning.plans import load_plans
+    from autouad.planning.plans_files import default_plans_name, plans_file_name
+    from autouad.training.run import fold_output_folder, trained_fold_from_folder
+
+    preprocessed_root, results_root = folder("preprocessed", preprocessed_folder), folder("results", results_folder)
+    name = find_dataset_name(dataset, (folder("raw", raw_folder), preprocessed_root))
+    default = load_plans(preprocessed_root / name / "plans.json")
+    folds = list(range(default.folds.num_folds)) if fold == "all" else \
+        [int(f) for f in (fold if isinstance(fold, (list, tuple)) else [fold])]
+    trained = {}
+    for index, candidate in enumerate(default.candidates):
+        method = candidate.method
+        plans_name = None if index == 0 and method == default.method else default_plans_name(method)
+        plans_path = preprocessed_root / name / plans_file_name(plans_name)
+        if not plans_path.is_file():
+            plan_and_preprocess(name, method=method, schedule=schedule or default.schedule.get("name"),
+                                num_processes=num_processes, steps=("plan", "preprocess"), raw_folder=raw_folder,
+                                preprocessed_folder=preprocessed_folder)
+        plans = load_plans(plans_path)
+        trained[method] = []
+        for k in folds:
+            output = fold_output_folder(results_root, name, plans, k)
+            if (output / "model.pt").is_file():
+                print(f"{method} fold {k}: trained, calibrated and saved by an earlier run; reused")
+                trained[method].append(trained_fold_from_folder(output))
+                continue
+            trained[method] += train(name, k, method, schedule, plans_name=plans_name, device=device,
+                                     continue_training=(output / "checkpoint_latest.pt").is_file(),
+                                     preprocessed_folder=preprocessed_root, results_folder=results_root,
+                                     **train_options)
+    return trained
+
+
 def _device(requested: str | None) -> str:
     from autouad.inference.predictor import choose_device
     return choose_device(requested)

@@ -52,8 +52,9 @@ from autouad.methods.registry import method_names  # noqa: E402  (after the sys.
 
 METHODS = tuple(method_names())
 FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN = "FLAIR threshold (label-free)", "FLAIR threshold (oracle)", "pixel kNN"
+AUTO = "auto"
 OWN_HISTOGRAM = "(own-histogram cut)"
-ROW_ORDER = (FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN) + METHODS
+ROW_ORDER = (AUTO, FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN) + METHODS
 BRATS = {"id": 1, "source": SHARED / "brats2015_deepmedic6", "format": "brats-deepmedic"}
 KERMANY = {"id": 2, "source": SHARED / "chestxray_kermany", "format": "chestxray-folders"}
 
@@ -96,7 +97,7 @@ def plan_and_preprocess(work: Path, dataset_id: int, method: str, schedule: str,
 
 def model_folder(work: Path, dataset_id: int, method: str) -> Path:
     """Where autouad_train put the method's folds (the planner's default plans)."""
-    return dataset_folder(work / "results", dataset_id) / f"{method}__autouadPlans_{method}"
+    return work / "results" / dataset_folder(work / "raw", dataset_id).name / f"{method}__autouadPlans_{method}"
 
 
 def train_folds(work: Path, dataset_id: int, method: str, schedule: str, folds: list[int],
@@ -297,6 +298,38 @@ def brats(args, work: Path, results: "Results") -> None:
                 results.record("brats", name, row)
         except Exception as e:
             results.record("brats", method, failed("brats", method, e))
+    try:
+        results.record("brats", AUTO, brats_auto(args, work, results))
+    except Exception as e:
+        results.record("brats", AUTO, failed("brats", AUTO, e))
+
+
+def brats_auto(args, work: Path, results: "Results") -> dict:
+    """What the default commands give a user (plan, train the candidates, find_best_configuration,
+    predict), scored without the selection seeing the scored patients: for each outer fold, the
+    configuration is chosen and fitted on the other folds' validation patients only and scores the
+    outer fold's patients (leave-one-fold-out; with two folds the inner selection fits and scores on
+    one fold). Candidates: every trained method of this run and the intensity baseline."""
+    from autouad.evaluation.metrics import mean_std
+    from autouad.selection.find_best import gather, leave_one_fold_out
+
+    start = time.perf_counter()
+    name = dataset_folder(work / "raw", BRATS["id"]).name
+    task, folds, candidates, evidence, kernels, _ = gather(name, work / "raw", work / "preprocessed",
+                                                           work / "results", args.folds, quiet=True)
+    rows = leave_one_fold_out(evidence, candidates, folds, task, kernels)
+    cases = [v for row in rows for v in row["per_case"].values() if "dice" in v]
+    trained = [r for n, r in results.data["brats"].items()
+               if "training_seconds" in r and n != AUTO and not n.endswith(OWN_HISTOGRAM)]
+    return {"dice": tuple(mean_std([c["dice"] for c in cases])[k] for k in ("mean", "std")),
+            "dice_without_postprocessing": (None, None),
+            "auroc": tuple(mean_std([c["auroc"] for c in cases])[k] for k in ("mean", "std")),
+            "pooled_auroc": None, "average_precision": (None, None), "best_possible_dice": None,
+            "num_cases": len(cases),
+            "cut": "; ".join(f"fold {row['fold']}: {row['chosen']}" for row in rows) + " (chosen on the other fold)",
+            "chosen": {str(row["fold"]): row["chosen"] for row in rows},
+            "training_seconds": sum(r["training_seconds"] for r in trained),
+            "wall_seconds": time.perf_counter() - start}
 
 
 def kermany(args, work: Path, results: "Results") -> None:
@@ -322,6 +355,28 @@ def kermany(args, work: Path, results: "Results") -> None:
                                                    wall_seconds=time.perf_counter() - start))
         except Exception as e:
             results.record("kermany", method, failed("kermany", method, e))
+    try:
+        results.record("kermany", AUTO, kermany_auto(args, work, raw, results))
+    except Exception as e:
+        results.record("kermany", AUTO, failed("kermany", AUTO, e))
+
+
+def kermany_auto(args, work: Path, raw: Path, results: "Results") -> dict:
+    """What the default commands give a user: find_best_configuration on the trained folds'
+    validation images (the Kermany train folder), then autouad_predict following its instructions on
+    the 624 test images, which no selection or cut has seen."""
+    from autouad import api
+    from autouad.evaluation.evaluator import evaluate_folders
+
+    start = time.perf_counter()
+    instructions = api.find_best_configuration(KERMANY["id"], args.folds, quiet=True, **folders(work),
+                                               results_folder=work / "results")
+    out = work / "predictions" / "kermany" / AUTO
+    api.predict(raw / "imagesTs", out, dataset=KERMANY["id"], raw_folder=work / "raw", results_folder=work / "results")
+    trained = [r for n, r in results.data["kermany"].items() if "training_seconds" in r and n != AUTO]
+    return dict(evaluate_folders(raw / "dataset.json", out)["image"], chosen=instructions["chosen"]["configuration"],
+                warnings=instructions["warnings"], training_seconds=sum(r["training_seconds"] for r in trained),
+                wall_seconds=time.perf_counter() - start)
 
 
 def fmt(value, std=None, digits=3) -> str:
@@ -405,6 +460,10 @@ def markdown(result: dict) -> str:
                        ["AUROC", "AP", "precision", "recall", "specificity", "F1"], result["kermany"],
                        lambda r: [fmt(r.get(k)) for k in ("auroc", "average_precision", "precision", "recall",
                                                           "specificity", "f1")])
+        chosen = (result["kermany"].get(AUTO) or {}).get("chosen")
+        if chosen:
+            lines += [f"`auto` predicted with `{chosen}`, chosen by find_best_configuration on the trained folds' "
+                      f"validation images.", ""]
     return "\n".join(lines).rstrip("\n")
 
 

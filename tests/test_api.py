@@ -157,7 +157,7 @@ def test_find_best_configuration_writes_instructions_that_predict_follows(demo_m
     results = demo_model["results_folder"] / DATASET
     assert (results / INSTRUCTIONS_FILE).is_file() and (results / "inference_instructions.txt").is_file()
     names = [c["configuration"] for c in instructions["candidates"]]
-    assert any(n.startswith("intensity:") for n in names) and any(n.startswith("ascnet |") for n in names)
+    assert any(n.startswith("intensity:") for n in names) and any(n.startswith("ascnet with ") for n in names)
     chosen = instructions["chosen"]
     assert chosen["configuration"] == names[0] and "in-sample" in instructions["fitting"]
 
@@ -186,3 +186,28 @@ def test_find_best_configuration_writes_instructions_that_predict_follows(demo_m
     loaded = case_from_images(CaseFiles(case.name, "test", [], None, None, None, None, case.name),
                               [result.mask])
     assert np.array_equal(loaded.data[0] > 0, scorer.masks(config, params, case))
+
+
+def test_a_dicom_series_is_predicted_into_nifti_in_its_geometry(demo_model, tmp_path):
+    """A folder whose subfolder is a DICOM series (written by SimpleITK from a demo FLAIR volume with
+    an oblique direction) is predicted by a model that reads FLAIR: a NIfTI mask with the series'
+    origin, spacing and direction."""
+    from tests.test_dicom import write_dicom_series
+
+    flair = sitk.ReadImage(str(demo_model["raw"] / "imagesTs" / "demo_test_000_0000.nii.gz"))
+    flair = sitk.Cast(sitk.RescaleIntensity(flair, 0, 1000), sitk.sitkInt16)
+    rotation = sitk.VersorTransform((0, 0, 1), 0.3)
+    turned = np.array(rotation.GetMatrix()).reshape(3, 3) @ np.array(flair.GetDirection()).reshape(3, 3)
+    flair.SetDirection(tuple(turned.ravel()))
+    flair.SetOrigin((12.5, -30.0, 7.0))
+    write_dicom_series(flair, tmp_path / "scans" / "patient_a")
+    assert demo_model["plans"].input_channels == [0]
+    predictor = AnomalyPredictor.from_folder(demo_model["model_folder"], device="cpu")
+    record = predictor.predict_folder(tmp_path / "scans", tmp_path / "out")
+    assert record["num_predicted"] == 1 and not record["failed"]
+    mask = sitk.ReadImage(str(tmp_path / "out" / "patient_a.nii.gz"))
+    series = sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(tmp_path / "scans" / "patient_a")))
+    assert mask.GetSize() == series.GetSize()
+    np.testing.assert_allclose(mask.GetOrigin(), series.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(mask.GetSpacing(), series.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(mask.GetDirection(), series.GetDirection(), atol=1e-4)

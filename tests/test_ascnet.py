@@ -137,7 +137,7 @@ def test_discriminator_is_frozen_during_the_main_step(trainer_factory):
     trainer = trainer_factory()
     d_before, m_before = state(trainer.networks["D"]), state(trainer.networks["M"])
     losses = trainer.main_step()
-    assert set(losses) == {"loss_M", "loss_Cf", "loss_Cw", "loss_R"}
+    assert set(losses) == {"loss_M", "loss_Cf", "loss_Cw", "loss_R", "d_fooled"}
     assert same(d_before, state(trainer.networks["D"]))  # weights and batch-norm statistics
     assert not same(m_before, state(trainer.networks["M"]))
     assert all(p.requires_grad for p in trainer.networks["D"].parameters())
@@ -207,3 +207,68 @@ def test_a_main_step_cap_gives_both_steps_the_same_fewer_epochs(trainer_factory)
                                     "max_main_iterations_per_step": 3 * main}))
     assert capped["stage1/cycle1/main"] == capped["stage2/cycle1/main"] == 3 * main
     assert capped["stage1/cycle1/discriminator"] == 3 * d1 and capped["stage2/cycle1/discriminator"] == 3 * d2
+
+
+# ---- D's signal reaches M (issue 26) ---------------------------------------------------------------
+def grad_norm(loss, module):
+    grads = torch.autograd.grad(loss, list(module.parameters()), retain_graph=True, allow_unused=True)
+    return float(sum((g ** 2).sum() for g in grads if g is not None)) ** 0.5
+
+
+def test_discriminator_gradients_reach_both_decoders(trainer_factory):
+    """Loss_Cf reaches the fence-cut decoder (and the encoder) through D; the wild-cut decoder feels D
+    through Loss_Cw, the Dice with I_fc (paper 000: Loss_Cf depends on I_fc alone); the combined loss
+    reaches both."""
+    trainer = trainer_factory()
+    for _ in range(3):  # a D that has learned something, as the M step meets it
+        trainer.discriminator_step(1)
+    main = trainer.networks["M"]
+    main.train()
+    images = trainer.to_device(next(trainer.loaders["main"])["data"])
+    losses = trainer.main_losses(images)
+    assert 0 < losses["loss_Cf"].item() < 2  # D is not saturated on the fence cuts
+    assert grad_norm(losses["loss_Cf"], main.fence_cut) > 1e-6
+    assert grad_norm(losses["loss_Cf"], main.encoder) > 1e-6
+    assert grad_norm(losses["loss_Cf"], main.wild_cut) == 0.0
+    assert grad_norm(losses["loss_Cw"], main.wild_cut) > 1e-6
+    assert grad_norm(losses["loss_Cw"], main.fence_cut) > 1e-6
+    for decoder in (main.fence_cut, main.wild_cut):
+        assert grad_norm(losses["loss_M"], decoder) > 1e-6
+    trainer.optimizers["D"].zero_grad(set_to_none=True)
+    losses["loss_M"].backward()
+    assert all(p.grad is None for p in trainer.networks["D"].parameters())  # D stays frozen
+
+
+def test_the_main_step_runs_d_with_the_fence_cuts_batch_statistics(trainer_factory):
+    """As the authors' Keras 2.2 model did: D's weights and running statistics frozen, its batch norm
+    normalising with the statistics of the batch it judges, dropout on (training phase)."""
+    import copy
+    trainer = trainer_factory()
+    trainer.discriminator_step(1)
+    d = trainer.networks["D"]
+    frozen_state = state(d)
+    x = torch.rand(4, 1, *trainer.plans.slice_size)
+    torch.manual_seed(3)
+    with trainer.frozen_discriminator() as frozen:
+        judged = frozen(x)
+    assert same(frozen_state, state(d))  # running statistics (and the batch counter) untouched
+    assert all(p.requires_grad for p in d.parameters()) and d.training
+    reference = copy.deepcopy(d).train()
+    torch.manual_seed(3)
+    assert torch.allclose(judged, reference(x), atol=1e-6)  # = D in training mode on this batch
+    assert not torch.allclose(judged, copy.deepcopy(d).eval()(x), atol=1e-4)  # not the running statistics
+
+
+def test_a_short_run_logs_a_discriminator_that_is_not_saturated(trainer_factory):
+    """Over a smoke-sized run D's accuracy is logged (``d_accuracy``) and does not sit at 100 %, and
+    Loss_Cf does not sit at 2 (a saturated D: every fence cut at -1)."""
+    trainer = trainer_factory({"stage1_cycles": 2, "stage2_cycles": 1, "max_iterations_per_step": 4})
+    trainer.checkpoint_every = 10 ** 6  # phase ends still write one
+    trainer.run_training()
+    entries = trainer.log.entries
+    d_accuracy = [e["d_accuracy"] for e in entries if e["phase"].endswith("discriminator")]
+    fence_cut_losses = [e["loss_Cf"] for e in entries if e["phase"].endswith("main")]
+    assert len(d_accuracy) == 3 * 4 and len(fence_cut_losses) >= 3 * 2
+    assert all(0.0 <= a <= 1.0 for a in d_accuracy) and min(d_accuracy) < 1.0
+    assert max(fence_cut_losses) < 1.99
+    assert all("d_fooled" in e for e in entries if e["phase"].endswith("main"))

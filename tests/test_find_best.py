@@ -6,7 +6,8 @@ import copy
 import numpy as np
 import pytest
 
-from autouad.selection.configurations import PixelConfiguration, PixelScorer, postprocess_cropped
+from autouad.postprocessing.morphology import postprocess_cropped
+from autouad.selection.configurations import PixelConfiguration, PixelScorer
 from autouad.selection.evidence import Candidate, CaseEvidence
 from autouad.selection.find_best import chance_warnings, compare, leave_one_fold_out
 from autouad.postprocessing.morphology import postprocess_slices

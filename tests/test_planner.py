@@ -171,3 +171,27 @@ def test_user_splits_are_kept_and_checked(tmp_path):
     save_json(bad, tmp_path / "splits_final.json")
     with pytest.raises(PlanningError, match="both train and val"):
         plan(tmp_path, fp)
+
+
+def test_small_lesions_keep_a_kernel_that_does_not_erase_them(tmp_path):
+    """MS-like data: many small lesions and one heavily affected patient push the mean anomaly share
+    above the 'large anomalies' line, but the masks' own post-processing losses (measured in the
+    fingerprint) forbid the 9x9 kernel: the planner keeps the largest size that erases at most 10 %."""
+    from autouad.fingerprint.extractor import postprocessing_loss
+
+    yy, xx = np.mgrid[:64, :64]
+    mask = np.zeros((4, 64, 64), bool)
+    for cy, cx in ((12, 12), (12, 40), (40, 20), (44, 48), (28, 30)):
+        mask[1:3][:, (yy - cy) ** 2 + (xx - cx) ** 2 <= 12] = True    # lesions about 7 mm across at 1 mm
+    losses = postprocessing_loss(mask, np.ones_like(mask), (1.0, 1.0, 1.0))
+    assert losses["3"]["lost"] / losses["3"]["voxels"] < 0.1 and losses["9"]["lost"] == losses["9"]["voxels"]
+
+    fp = fingerprint(anomaly_fraction=0.05)  # "large" by the share rule: 9x9 before the masks are asked
+    fp["summary"]["postprocessing_loss"] = {size: losses[size]["lost"] / losses[size]["voxels"] for size in losses}
+    p = plan(tmp_path, fp, method="caae")     # caae at 1 mm plans no resampling to speak of
+    kept = fp["summary"]["postprocessing_loss"]
+    assert p["postprocessing"]["enabled"] and p["postprocessing"]["kernel_size"] <= 5
+    allowed = max(int(s) for s, loss in kept.items() if loss <= 0.10)
+    assert f"at most {allowed} mm" in p["reasons"]["postprocessing"]
+    fp["summary"]["postprocessing_loss"] = {size: 0.5 for size in kept}   # nothing survives: no post-processing
+    assert plan(tmp_path / "none", fp, method="caae")["postprocessing"] == {"enabled": False}

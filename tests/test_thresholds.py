@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from autouad.calibration.thresholds import (STRATEGIES, CalibrationError, Threshold, anomalous, calibrate,
-                                            histogram_peak_threshold, image_scores, normal_percentile_threshold,
+                                            histogram_peak_threshold, normal_percentile_threshold,
                                             validation_calibrated_threshold)
 from autouad.evaluation.fold_validation import score_fold
 from autouad.planning.plans import Postprocessing
 from autouad.postprocessing.morphology import postprocess_slices
 from autouad.preprocessing.cases import PreprocessedCase
+from autouad.selection.image_scores import image_score
 
 RANGE = (0.0, 1.0)
 
@@ -110,7 +111,7 @@ def test_two_dimensional_cases_get_an_image_threshold():
         cases.append(case_maps(f"img{i}", maps, np.ones((1, 8, 8), bool), None, [i < 10], is_2d=True,
                                role="normal" if i < 10 else "unlabeled", label=int(i >= 10)))
     threshold = calibrate({"strategy": "normal_percentile", "percentile": 99.0}, cases, None, image_percentile=95.0)
-    normal_scores = np.concatenate([image_scores(m, c.region, "above") for c, m in cases[:10]])
+    normal_scores = [image_score(m, c.region, "mean") for c, m in cases[:10]]
     assert threshold.image["value"] == pytest.approx(np.percentile(normal_scores, 95.0))
     summary = score_fold(cases, threshold, None)
     assert summary["image"]["auroc"] == 1.0 and summary["image"]["recall"] == 1.0

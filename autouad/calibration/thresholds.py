@@ -123,13 +123,6 @@ def normal_percentile_threshold(normal_values: np.ndarray, percentile: float, si
     return float(sign * np.percentile(sign * values, percentile))
 
 
-def image_scores(maps: np.ndarray, region: np.ndarray, side: str) -> np.ndarray:
-    """(S, H, W) maps -> (S,) signed image scores: the mean signed map inside each slice's region."""
-    signed = side_sign(side) * maps.astype(np.float64)
-    area = region.sum(axis=(1, 2))
-    return np.where(area > 0, (signed * region).sum(axis=(1, 2)) / np.maximum(area, 1), 0.0)
-
-
 # ---- the calibrated cut as a value ---------------------------------------------------------------------
 @dataclass
 class Threshold:
@@ -237,7 +230,7 @@ def normal_pixel_values(cases: list[CaseMaps]) -> np.ndarray:
 
 # ---- calibration of a fold -------------------------------------------------------------------------
 def calibrate(plan, cases: list[CaseMaps], histogram_range: tuple[float, float] | None,
-              image_percentile: float | None = None) -> Threshold:
+              image_percentile: float | None = None, image_score: str = "mean") -> Threshold:
     """The threshold of the plans' strategy (``plans.threshold``, a ThresholdPlan or its dict) from
     a fold's validation cases and maps; the label-free percentile when the strategy cannot be
     read off this data (the reason is kept in ``details["fallback_reason"]``)."""
@@ -259,18 +252,21 @@ def calibrate(plan, cases: list[CaseMaps], histogram_range: tuple[float, float] 
     threshold.details.update(requested=dict(settings), space="preprocessed slices",
                              cases=[case.name for case, _ in cases])
     if cases and all(case.is_2d for case, _ in cases):
-        threshold.image = calibrate_image_threshold(cases, side, image_percentile or IMAGE_PERCENTILE)
+        threshold.image = calibrate_image_threshold(cases, side, image_percentile or IMAGE_PERCENTILE, image_score)
     return threshold
 
 
-def calibrate_image_threshold(cases: list[CaseMaps], side: str, percentile: float) -> dict:
-    """Image-level cut for 2D datasets: a percentile of the normal validation images' scores."""
-    normal = [image_scores(maps, case.region, side)[case.is_reference] for case, maps in cases]
-    normal = np.concatenate(normal) if normal else np.zeros(0)
+def calibrate_image_threshold(cases: list[CaseMaps], side: str, percentile: float, how: str = "mean") -> dict:
+    """Image-level cut for 2D datasets: a percentile of the normal validation images' scores (the
+    method's image score, autouad.selection.image_scores)."""
+    from autouad.selection.image_scores import image_score
+    sign = side_sign(side)
+    normal = np.array([image_score(sign * maps, case.region, how) for case, maps in cases if case.is_reference.all()])
     if normal.size == 0:
         raise CalibrationError("no normal validation images to calibrate the image-level threshold on")
-    return {"strategy": "normal_percentile", "percentile": percentile, "score": "mean of the map inside the region",
-            "value": float(np.percentile(normal, percentile)), "normal_images": int(normal.size),
+    return {"strategy": "normal_percentile", "percentile": percentile, "image_score": how,
+            "score": f"{how} of the map inside the region", "value": float(np.percentile(normal, percentile)),
+            "normal_images": int(normal.size),
             "how": f"the {percentile:g}th percentile of the scores of normal validation images (label-free)"}
 
 
@@ -278,8 +274,10 @@ def calibrate_fold(fold_folder: Path, plans, cases: list[CaseMaps],
                    histogram_range: tuple[float, float] | None) -> Threshold:
     """Calibrate a trained fold on its validation cases (load_validation_maps) and write
     ``threshold.json`` into the fold's folder."""
+    from autouad.methods.registry import get_method
     image_percentile = plans.threshold.percentile if plans.task == "image" else None
-    threshold = calibrate(plans.threshold, cases, histogram_range, image_percentile)
+    threshold = calibrate(plans.threshold, cases, histogram_range, image_percentile,
+                          get_method(plans.method).image_score)
     threshold.details.update(fold=int(Path(fold_folder).name.split("_")[-1]), plans_name=plans.plans_name)
     save_json(threshold.to_record(), Path(fold_folder) / THRESHOLD_FILE)
     return threshold

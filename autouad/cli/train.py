@@ -75,11 +75,21 @@ def main(argv=None) -> int:
     parser.add_argument("--trainer", default=None, help="dotted path of an AutoUADTrainer subclass")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
     parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--candidates", action="store_true",
+                        help="train every candidate method of the plans on FOLD (each planned first when needed; "
+                             "trained folds are reused), then run autouad_find_best_configuration")
     args = parser.parse_args(argv)
     try:
         fold = args.fold if args.fold == "all" else int(args.fold) if args.fold.isdigit() else None
         if fold is None:
             raise TrainingError(f"fold {args.fold!r} is neither a number nor 'all'")
+        if args.candidates:
+            if args.method or args.plans_name:
+                raise TrainingError("--candidates trains every candidate of the plans; leave out -m and -p")
+            api.train_candidates(args.dataset, fold, schedule=args.schedule, device=args.device, seed=args.seed,
+                                 overrides={**parse_settings(args.set), **({} if args.budget_minutes is None else
+                                                                           {"budget_minutes": args.budget_minutes or None})})
+            return 0
         api.train(args.dataset, fold, args.method, args.schedule, plans_name=args.plans_name,
                   overrides={**parse_settings(args.set),
                              **({} if args.budget_minutes is None else {"budget_minutes": args.budget_minutes or None})},

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autouad.calibration.thresholds import CaseMaps, Threshold, anomalous, image_scores
+from autouad.calibration.thresholds import CaseMaps, Threshold, anomalous, side_sign
+from autouad.selection.image_scores import image_score
 from autouad.evaluation.metrics import undefined_to_none
 from autouad.evaluation.scoring import CaseOutcome, score_cases
 from autouad.postprocessing.morphology import postprocess_slices
@@ -29,7 +30,8 @@ def case_outcome(case, maps: np.ndarray, threshold: Threshold, postprocessing) -
     outcome = CaseOutcome(case.name, reference=case.anomaly_mask, mask=final,
                           mask_without_postprocessing=raw if pp else None, map=maps, region=region)
     if threshold.image is not None and case.is_2d and case.label is not None:
-        score = float(image_scores(maps, region, threshold.anomalous_side).mean())
+        how = threshold.image.get("image_score", "mean")
+        score = image_score(side_sign(threshold.anomalous_side) * maps, region, how)
         outcome.label, outcome.score, outcome.decision = case.label, score, int(score >= threshold.image_value)
     return outcome
 

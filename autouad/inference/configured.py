@@ -19,14 +19,16 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import CaseFiles
-from autouad.dataset.validation import LoadedCase, case_from_images, load_case
+from autouad.dataset.validation import LoadedCase, case_from_images
 from autouad.evaluation.baselines import knn_scores, shrink
 from autouad.inference.inputs import find_input_cases
 from autouad.inference.outputs import PREDICTIONS_FILE, SCORES_FILE, write_scores
-from autouad.inference.predictor import AnomalyPredictor, Prediction, PredictionError, check_folders, write_prediction
+from autouad.inference.predictor import (AnomalyPredictor, Prediction, PredictionError, check_folders, load_input_case,
+                                         write_prediction)
 from autouad.preprocessing.foreground import foreground_mask
 from autouad.preprocessing.preprocessor import restore_to_canonical
-from autouad.selection.configurations import HISTOGRAM_FALLBACK_Z, case_statistics, postprocess_cropped
+from autouad.postprocessing.morphology import postprocess_cropped
+from autouad.selection.configurations import HISTOGRAM_FALLBACK_Z, case_statistics
 from autouad.selection.evidence import INTENSITY, KNN, intensity_values, robust_z
 from autouad.selection.image_scores import image_score
 from autouad.utils.files import load_json, save_json
@@ -64,6 +66,18 @@ class ConfiguredPredictor:
             raise PredictionError("the pixel kNN baseline needs the raw dataset's normal training images")
         normal = [c for c in load_raw_dataset(raw_dataset_folder).training_cases() if c.role == "normal"]
         return np.stack([shrink(np.squeeze(read_image(c.images[0])[0])).ravel() for c in normal])
+
+    def required_channels(self) -> list[int]:
+        """The channels the configuration reads: its models' input channels and its intensity channels."""
+        needed: set[int] = set()
+        for name, info in self.members.items():
+            if info["kind"] == "method":
+                needed |= set(self.predictors[name].plans.input_channels)
+            elif info["kind"] == INTENSITY:
+                needed |= ({info["channel"]} if info["channel"] is not None else set(range(len(self.dataset.channel_names))))
+            else:
+                needed.add(0)
+        return sorted(needed)
 
     # ---- one case ----------------------------------------------------------------------------------------
     def predict(self, image: sitk.Image | list[sitk.Image], roi: sitk.Image | None = None,
@@ -162,7 +176,11 @@ class ConfiguredPredictor:
                        save_maps: bool = False) -> dict:
         check_folders(input_folder, output_folder, roi_folder)
         input_folder, output_folder = Path(input_folder).resolve(), Path(output_folder).resolve()
-        cases, failed = find_input_cases(input_folder, self.dataset.channel_names, roi_folder)
+        notes: dict[str, str] = {}
+        cases, failed = find_input_cases(input_folder, self.dataset.channel_names, roi_folder, self.required_channels(),
+                                         notes)
+        for note in notes.values():
+            print(f"note: {note}", file=sys.stderr)
         if not cases and not failed:
             raise PredictionError(f"{input_folder}: no images with a supported ending")
         for warning in self.warnings:
@@ -171,10 +189,7 @@ class ConfiguredPredictor:
         done, start = {}, time.time()
         for case in tqdm(cases, desc="predicting", unit="case", file=sys.stdout, dynamic_ncols=True):
             try:
-                loaded = load_case(case.as_case_files())
-                if isinstance(loaded, list):
-                    raise PredictionError("; ".join(loaded))
-                prediction = self.predict_loaded(loaded, case.case_id)
+                prediction = self.predict_loaded(load_input_case(case, len(self.dataset.channel_names)), case.case_id)
             except Exception as e:  # one unreadable or unfit case: report it, go on with the others
                 failed[case.case_id] = str(e).splitlines()[0] if str(e) else type(e).__name__
                 print(f"skipped: {failed[case.case_id]}", file=sys.stderr)
@@ -193,6 +208,6 @@ class ConfiguredPredictor:
                   "warnings": self.warnings, "input_folder": str(input_folder),
                   "roi_folder": None if roi_folder is None else str(roi_folder), "save_maps": save_maps,
                   "seconds": round(time.time() - start, 2), "num_predicted": len(done), "num_failed": len(failed),
-                  "cases": done, "failed": failed}
+                  "cases": done, "failed": failed, **({"notes": notes} if notes else {})}
         save_json(record, output_folder / PREDICTIONS_FILE)
         return record

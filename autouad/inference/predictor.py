@@ -32,7 +32,8 @@ import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from autouad.calibration.thresholds import anomalous, image_scores
+from autouad.calibration.thresholds import anomalous, side_sign
+from autouad.selection.image_scores import image_score
 from autouad.dataset.raw_dataset import CaseFiles
 from autouad.dataset.validation import LoadedCase, case_from_images, load_case
 from autouad.inference.inputs import InputCase, find_input_cases
@@ -101,6 +102,38 @@ def write_prediction(prediction: Prediction, inputs: list[str], ending: str | No
     return record
 
 
+def read_roi(path: Path) -> sitk.Image:
+    from autouad.utils.images import ImageReadError, read_sitk
+    try:
+        return read_sitk(path)
+    except ImageReadError as e:
+        raise PredictionError(str(e)) from None
+
+
+def load_input_case(case: InputCase, num_channels: int) -> LoadedCase:
+    """Read and check a case's files; channels the model does not read and the case lacks are
+    zeros (they are preprocessed like the others and never reach the networks)."""
+    if case.dicom is not None:
+        from autouad.utils.dicom import read_dicom_series
+        from autouad.utils.images import ImageReadError
+        try:
+            image = read_dicom_series(case.dicom)
+        except ImageReadError as e:
+            raise PredictionError(str(e)) from None
+        roi = None if case.roi is None else read_roi(case.roi)
+        loaded = case_from_images(CaseFiles(case.case_id, "test", [], None, None, role=None, label=None,
+                                            patient=case.case_id), [image], roi)
+    else:
+        loaded = load_case(case.as_case_files())
+    if isinstance(loaded, list):
+        raise PredictionError("; ".join(loaded))
+    if case.channels and len(case.channels) < num_channels:
+        full = np.zeros((num_channels,) + loaded.data.shape[1:], np.float32)
+        full[case.channels] = loaded.data
+        loaded.data = full
+    return loaded
+
+
 def check_folders(input_folder: Path, output_folder: Path, roi_folder: Path | None) -> None:
     """autouad never writes among its inputs: the output may not be, or lie in, an input folder."""
     output = Path(output_folder).resolve()
@@ -149,6 +182,12 @@ class AnomalyPredictor:
         self.threshold = float(np.mean([m.threshold.value for m in models]))
         image = [m.threshold.image_value for m in models]
         self.image_threshold = float(np.mean(image)) if all(v is not None for v in image) else None
+        # how a map becomes an image score: what the folds' image cut was calibrated with, else the
+        # method's paper's choice (its registry declaration)
+        from autouad.methods.registry import get_method
+        # (an image cut calibrated before image scores were declared used the mean)
+        self.image_score = (first.threshold.image.get("image_score", "mean") if first.threshold.image
+                            else get_method(first.method).image_score)
         for model in models:
             model.set_precision(precision)
         self.precision = precision
@@ -215,9 +254,7 @@ class AnomalyPredictor:
 
     def prepare(self, case: InputCase) -> PreparedCase:
         """Read, check and preprocess a case's files; PredictionError naming the file on any problem."""
-        loaded = load_case(case.as_case_files())
-        if isinstance(loaded, list):
-            raise PredictionError("; ".join(loaded))
+        loaded = load_input_case(case, len(self.dataset.channel_names))
         return self.prepare_loaded(loaded, case.case_id, [str(p) for p in case.images], case.ending)
 
     def prepare_loaded(self, loaded: LoadedCase, name: str, inputs: list[str], ending: str | None) -> PreparedCase:
@@ -263,7 +300,7 @@ class AnomalyPredictor:
             return prepared.geometry.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(array)))
 
         final = file_mask(post if post is not None else raw)
-        score = float(image_scores(maps, prepared.region, self.side).mean()) if len(maps) else 0.0
+        score = image_score(side_sign(self.side) * maps, prepared.region, self.image_score) if len(maps) else 0.0
         return Prediction(
             name=prepared.name, map=image((to_file(maps) * prepared.file_region).astype(np.float32)),
             mask=image(final), mask_without_postprocessing=None if post is None else image(file_mask(raw)),
@@ -327,10 +364,18 @@ class AnomalyPredictor:
         ``output_folder``; returns the run record, also written as predictions.json."""
         check_folders(input_folder, output_folder, roi_folder)
         input_folder, output_folder = Path(input_folder).resolve(), Path(output_folder).resolve()
-        cases, failed = find_input_cases(input_folder, self.dataset.channel_names, roi_folder)
+        notes: dict[str, str] = {}
+        cases, failed = find_input_cases(input_folder, self.dataset.channel_names, roi_folder,
+                                         self.plans.input_channels, notes)
         if not cases and not failed:
             raise PredictionError(f"{input_folder}: no images with a supported ending")
-        return self.predict_cases(cases, output_folder, save_maps, failed, input_folder, roi_folder, chunk_slices)
+        for note in notes.values():
+            print(f"note: {note}", file=sys.stderr)
+        record = self.predict_cases(cases, output_folder, save_maps, failed, input_folder, roi_folder, chunk_slices)
+        if notes:
+            record["notes"] = notes
+            save_json(record, Path(output_folder).resolve() / PREDICTIONS_FILE)
+        return record
 
     def predict_cases(self, cases: list[InputCase], output_folder: Path, save_maps: bool = False,
                       failed: dict[str, str] | None = None, input_folder: Path | None = None,
@@ -388,7 +433,8 @@ class AnomalyPredictor:
                                                 if "percentile" in m.threshold.details else {})}
                                     for m in self.models},
                 "image_threshold": self.image_threshold,
-                "image_score": "mean of the map inside the region, signed so that higher is more anomalous",
+                "image_score": f"{self.image_score} of the map inside the region, signed so that higher is more "
+                               f"anomalous",
                 "postprocessing": None if self.postprocessing is None else plans_to_dict(self.postprocessing),
                 "save_maps": save_maps, "seconds": round(seconds, 2),
                 "num_predicted": len(done), "num_failed": len(failed), "cases": done, "failed": failed}

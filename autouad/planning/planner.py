@@ -26,6 +26,8 @@ from autouad.planning.plans_files import DEFAULT_PLANS_NAME
 from autouad.utils.files import load_json, save_json
 
 SCHEDULES = ("paper", "fast", "smoke")
+# the largest share of the training masks' voxels that the plan's post-processing may erase
+MAX_POSTPROCESSING_LOSS = 0.10
 SPLIT_SEED = 12345
 
 
@@ -222,6 +224,24 @@ class AutoUADPlanner:
         else:
             k, why = pp["kernel_size_small_anomalies"], "no masks to size anomalies: the smaller 5x5 kernel"
         paper_mm = float(pp.get("paper_pixel_mm", 1.0))
+        losses = self.summary.get("postprocessing_loss")
+        if losses:
+            # the masks decide how large a kernel they survive: never one that erases more than
+            # MAX_POSTPROCESSING_LOSS of the training masks' voxels (small lesions vanish under a wide one)
+            sizes = sorted((int(size) for size in losses), reverse=True)
+            allowed = [size for size in sizes if size <= k * paper_mm and losses[str(size)] <= MAX_POSTPROCESSING_LOSS]
+            if not allowed:
+                return ({"enabled": False},
+                        f"no post-processing: even a {min(sizes)} mm kernel erases "
+                        f"{100 * losses[str(min(sizes))]:.0f} % of the training masks' voxels (limit "
+                        f"{100 * MAX_POSTPROCESSING_LOSS:.0f} %); " + why)
+            if allowed[0] < k * paper_mm:
+                why += (f"; the masks allow at most {allowed[0]} mm (a {k * paper_mm:g} mm kernel erases "
+                        f"{100 * losses.get(str(int(k * paper_mm)), float('nan')):.0f} % of the training masks' voxels, "
+                        f"{allowed[0]} mm {100 * losses[str(allowed[0])]:.0f} %; limit "
+                        f"{100 * MAX_POSTPROCESSING_LOSS:.0f} %)")
+                k = max(1, int(round(allowed[0] / paper_mm)))
+                k += 1 - k % 2
         spacing = self.plans["preprocessing"].get("target_spacing")
         if spacing and self.plans["preprocessing"]["mode"] == "spacing":
             # The papers' kernels are in pixels of their ~1 mm slices; keep the physical size on this grid.

@@ -41,3 +41,20 @@ def postprocess_slices(masks: np.ndarray, roi: np.ndarray | None, kernel_size: i
     if roi is not None:
         out &= np.asarray(roi, dtype=bool)
     return out
+
+
+def postprocess_cropped(mask: np.ndarray, region: np.ndarray, kernel: int) -> np.ndarray:
+    """postprocess_slices on the slices and the box that hold the mask (plus the kernel's reach):
+    the same result as on the whole volume, without opening and closing empty voxels."""
+    if not mask.any():
+        return mask
+    slices = np.flatnonzero(mask.any(axis=(1, 2)))
+    rows = np.flatnonzero(mask.any(axis=(0, 2)))
+    cols = np.flatnonzero(mask.any(axis=(0, 1)))
+    margin = 2 * kernel
+    box = (slice(slices[0], slices[-1] + 1),
+           slice(max(rows[0] - margin, 0), rows[-1] + 1 + margin),
+           slice(max(cols[0] - margin, 0), cols[-1] + 1 + margin))
+    out = np.zeros_like(mask)
+    out[box] = postprocess_slices(mask[box], region[box], kernel)
+    return out

@@ -32,7 +32,7 @@ import numpy as np
 from autouad.calibration.histogram_peaks import DEFAULT_BINS
 from autouad.calibration.thresholds import CalibrationError, histogram_peak_threshold
 from autouad.evaluation.metrics import best_mean_dice, dice, roc_auc
-from autouad.postprocessing.morphology import postprocess_slices
+from autouad.postprocessing.morphology import postprocess_cropped
 from autouad.selection.evidence import CaseEvidence, robust_z
 
 THRESHOLD_SOURCES = {
@@ -61,7 +61,9 @@ class PixelConfiguration:
 
     @property
     def name(self) -> str:
-        return f"{self.candidate} | {self.threshold} | " + (f"open/close {self.kernel}" if self.kernel else "no pp")
+        # no "|": the name goes into Markdown tables
+        return f"{self.candidate} with {self.threshold} cut, " + (f"open/close {self.kernel}" if self.kernel
+                                                                   else "no post-processing")
 
 
 class PixelScorer:
@@ -143,23 +145,6 @@ class PixelScorer:
             else:
                 out[case.name] = {"flagged_fraction": float(mask.sum() / max(case.region.sum(), 1))}
         return out
-
-
-def postprocess_cropped(mask: np.ndarray, region: np.ndarray, kernel: int) -> np.ndarray:
-    """postprocess_slices on the slices and the box that hold the mask (plus the kernel's reach):
-    the same result as on the whole volume, without opening and closing empty voxels."""
-    if not mask.any():
-        return mask
-    slices = np.flatnonzero(mask.any(axis=(1, 2)))
-    rows = np.flatnonzero(mask.any(axis=(0, 2)))
-    cols = np.flatnonzero(mask.any(axis=(0, 1)))
-    margin = 2 * kernel
-    box = (slice(slices[0], slices[-1] + 1),
-           slice(max(rows[0] - margin, 0), rows[-1] + 1 + margin),
-           slice(max(cols[0] - margin, 0), cols[-1] + 1 + margin))
-    out = np.zeros_like(mask)
-    out[box] = postprocess_slices(mask[box], region[box], kernel)
-    return out
 
 
 def ensemble_values(cases: list[CaseEvidence], members: tuple[str, ...], name: str) -> None:

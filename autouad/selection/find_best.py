@@ -338,9 +338,14 @@ def gather(dataset_name: str, raw_folder: Path, preprocessed_folder: Path, resul
     pre = preprocessed_folder / dataset_name
     fingerprint = load_json(pre / "dataset_fingerprint.json")
     splits = load_json(pre / "splits_final.json")
-    plans = load_plans(pre / "plans.json")
     folds = list(folds) if folds is not None else list(range(len(splits)))
     folders = trained_method_folders(results_folder / dataset_name, folds)
+    # the planner's own plans, else the first trained method's (the post-processing kernel's source)
+    plans_files = [pre / "plans.json"] + [f / "plans.json" for f in folders.values()]
+    existing = [f for f in plans_files if f.is_file()]
+    if not existing:
+        raise SelectionError(f"{pre}: no plans; run autouad_plan_and_preprocess first")
+    plans = load_plans(existing[0])
     dataset = load_raw_dataset(raw_folder / dataset_name)
     validation = {n for k in folds for n in splits[k]["val"]}
     cases = [c for c in dataset.training_cases() if c.case_id in validation]

@@ -17,8 +17,27 @@ through M and, twice, through D; timings in docs/experiments.md).
   becomes R_d ∪ I_fc(R_d) and the fence cuts of I_in are drawn twice as often to keep the balance.
   The fence cuts are made with M in inference mode (dropout off, batch statistics frozen), as a
   Keras ``predict`` does.
-* M step: I_in through M; D frozen (weights and batch-norm statistics fixed, evaluation mode);
-  loss Loss_Cf + Loss_Cw + Loss_R with equal weights.
+* M step: I_in through M; D frozen "while preserving the connection between I_fc and D" (paper
+  000): its weights and its batch-norm running statistics stay as the D step left them, but it runs
+  as the authors' Keras 2.2 model ran inside the combined model's ``fit``: in the training phase,
+  so its batch normalisation normalises with the statistics of the batch of fence cuts and its
+  dropout is on (Keras 2.2 freezes a layer's weights and running averages with ``trainable =
+  False`` but keeps the learning phase; frozen batch norm in inference mode came with TensorFlow
+  2). Loss Loss_Cf + Loss_Cw + Loss_R with equal weights. Loss_Cf reaches the fence-cut decoder
+  and the encoder through D; the wild-cut decoder feels D only through Loss_Cw (the Dice with
+  I_fc) and Loss_R, as in the paper's loss graph.
+
+  Why not D in evaluation mode (what autouad did before, issue 26): the MAE against +-1 through a
+  tanh keeps pushing D's pre-activation outward until the tanh saturates; with running statistics
+  a trained D gives every fence cut D(I_fc) = -1.000, Loss_Cf sits at 2.0 and its gradient,
+  scaled by 1 - tanh^2, vanishes, so M never learns from D. Measured on BraTS-6 fold 0 (`fast`,
+  docs/notes_ascnet.md): D(I_fc) in evaluation mode -1.000 from the first cycle on, the gradient
+  Loss_Cf sends into the fence-cut decoder ~1e-9 of Loss_Cw's. With the statistics of the fence-cut
+  batch, D judges the batch against itself, does not saturate and passes a usable gradient.
+
+Logged besides the losses: ``d_accuracy``, the share of a D batch that D puts on the right side of
+0 (reference slices > 0, fence cuts of I_in < 0) in the forward pass it trains on, and
+``d_fooled``, the share of fence cuts that D, as the M step runs it, puts on the reference side.
 
 Stopping rule: the authors stopped a stage by eye when the histogram of I_ro split into three or
 four separated peaks. After each cycle we count the separated peaks of the I_ro histogram on the
@@ -26,6 +45,8 @@ validation slices (no labels involved); at ``min_peaks`` the stage's remaining c
 and the event is logged.
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -141,28 +162,49 @@ class ASCNetTrainer(AutoUADTrainer):
         discriminator = self.train_net("D")
         discriminator.train()
         self.optimizers["D"].zero_grad(set_to_none=True)
-        loss = discriminator_loss(discriminator(images), targets)
+        scores = discriminator(images)
+        loss = discriminator_loss(scores, targets)
         loss.backward()
         self.optimizers["D"].step()
-        return {"loss_D": loss.item()}
+        accuracy = (torch.sign(scores.detach()) == targets).float().mean()
+        return {"loss_D": loss.item(), "d_accuracy": accuracy.item()}
+
+    @contextlib.contextmanager
+    def frozen_discriminator(self):
+        """D as the M step runs it (see the module docstring): no gradients for its weights and no
+        change to its running statistics, but in training mode, so that its batch normalisation
+        uses the statistics of the batch it judges and its dropout is on."""
+        discriminator = self.networks["D"]
+        norms = [m for m in discriminator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        discriminator.train()
+        discriminator.requires_grad_(False)
+        for m in norms:
+            m.track_running_stats = False  # batch statistics, running ones neither read nor updated
+        try:
+            yield discriminator
+        finally:
+            for m in norms:
+                m.track_running_stats = True
+            discriminator.requires_grad_(True)
+
+    def main_losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The M step's losses on a batch of I_in (and D's scores of the fence cuts), with their graph."""
+        i_fc, i_wc, i_ro = self.train_net("M")(images)
+        with self.frozen_discriminator() as discriminator:
+            d_fc = discriminator(i_fc)
+        l_cf = fence_cut_loss(d_fc)
+        l_cw = wild_cut_loss(i_fc, i_wc)
+        l_r = reconstruction_loss(images, i_ro)
+        return {"loss_M": l_cf + l_cw + l_r, "loss_Cf": l_cf, "loss_Cw": l_cw, "loss_R": l_r, "d_fence_cut": d_fc}
 
     def main_step(self) -> dict[str, float]:
         images = self.to_device(next(self.loaders["main"])["data"])
-        discriminator = self.networks["D"]
-        discriminator.eval()
-        discriminator.requires_grad_(False)
-        try:
-            self.optimizers["M"].zero_grad(set_to_none=True)
-            i_fc, i_wc, i_ro = self.train_net("M")(images)
-            l_cf = fence_cut_loss(discriminator(i_fc))
-            l_cw = wild_cut_loss(i_fc, i_wc)
-            l_r = reconstruction_loss(images, i_ro)
-            loss = l_cf + l_cw + l_r
-            loss.backward()
-            self.optimizers["M"].step()
-        finally:
-            discriminator.requires_grad_(True)
-        return {"loss_M": loss.item(), "loss_Cf": l_cf.item(), "loss_Cw": l_cw.item(), "loss_R": l_r.item()}
+        self.optimizers["M"].zero_grad(set_to_none=True)
+        losses = self.main_losses(images)
+        losses["loss_M"].backward()
+        self.optimizers["M"].step()
+        d_fc = losses.pop("d_fence_cut").detach()
+        return {**{k: v.item() for k, v in losses.items()}, "d_fooled": (d_fc > 0).float().mean().item()}
 
     def train_iteration(self, phase: Phase, iteration: int) -> dict[str, float]:
         if phase.kind == "discriminator":

@@ -16,4 +16,6 @@ register(MethodSpec(
 # the paper's baseline: compared against, never the planner's first choice
 register(MethodSpec(name="draem", trainer="autouad.methods.twophase.draem:DRAEMTrainer",
                     paper="DRAEM (Zavrtanik et al., ICCV 2021), the baseline of paper 004",
-                    setting=None, setting_reason="", priority=60, **_COMMON))
+                    setting=None, setting_reason="", priority=60,
+                    # DRAEM's paper: the maximum of the segmentation map after a 21x21 mean filter
+                    image_score="max_mean_filtered", **_COMMON))
