@@ -173,17 +173,20 @@ def test_an_unreadable_file_is_skipped_and_the_rest_predicted(env, tmp_path, cap
     assert "skipped" in capsys.readouterr().err
 
 
-def test_an_input_whose_channels_do_not_match_the_plan_is_refused(env, tmp_path, capsys):
+def test_an_input_lacking_a_channel_the_model_reads_is_refused(env, tmp_path, capsys):
+    """The ASC-Net plan reads FLAIR (channel 0) of the FLAIR + T1 demo: a FLAIR-only case is predicted,
+    a T1-only case and a file without a channel suffix are refused with their reasons."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     source = sorted((raw_folder(env) / "imagesTs").glob("*_0000.nii.gz"))[0]
     shutil.copy(source, inputs / "flair_only_0000.nii.gz")
+    shutil.copy(source, inputs / "t1_only_0001.nii.gz")
     shutil.copy(source, inputs / "no_suffix.nii.gz")
     assert predict_main(["-i", str(inputs), "-o", str(tmp_path / "out"), "-d", "7", "-m", "ascnet",
                          "--device", "cpu"]) == 1
     record = load_json(tmp_path / "out" / "predictions.json")
-    assert record["num_predicted"] == 0
-    assert "the plan expects 2: 0000 FLAIR, 0001 T1" in record["failed"]["flair_only"]
+    assert record["num_predicted"] == 1 and "flair_only" in record["cases"]
+    assert "but the model reads 0000 (0000 FLAIR, 0001 T1)" in record["failed"]["t1_only"]
     assert "no channel suffix" in record["failed"]["no_suffix.nii.gz"]
 
 
