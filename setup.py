@@ -44,6 +44,8 @@ setup(
             "autouad_summarize=autouad.cli.summarize:main",
             "autouad_baseline=autouad.cli.baseline:main",
             "autouad_find_best_configuration=autouad.cli.find_best_configuration:main",
+            "autouad_export_model=autouad.cli.model_archive:main_export",
+            "autouad_install_model=autouad.cli.model_archive:main_install",
             "autouad_demo=autouad.cli.demo:main",
         ]
     },

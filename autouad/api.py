@@ -232,12 +232,11 @@ def find_model_folder(results_dataset_folder: Path, method: str | None = None,
                       plans_name: str | None = None) -> Path:
     """The one trained ``<method>__<plans>`` folder of a dataset that fits ``method`` / ``plans_name``
     (the planner's own plans win over plans made for a named method)."""
-    from autouad.inference.predictor import PredictionError
+    from autouad.inference.predictor import PredictionError, trained_folds
     from autouad.planning.plans_files import DEFAULT_PLANS_NAME
-    from autouad.training.base_trainer import CHECKPOINT_FINAL
 
     root = Path(results_dataset_folder)
-    found = sorted(p for p in root.glob("*__*") if p.is_dir() and any(p.glob(f"fold_*/{CHECKPOINT_FINAL}")))
+    found = sorted(p for p in root.glob("*__*") if p.is_dir() and trained_folds(p))
     fits = [p for p in found if (method is None or p.name.split("__")[0] == method)
             and (plans_name is None or p.name.split("__", 1)[1] == plans_name)]
     if len(fits) > 1 and plans_name is None:
@@ -255,12 +254,11 @@ def find_model_folder(results_dataset_folder: Path, method: str | None = None,
 def find_trained_dataset(results_folder: Path, input_folder: Path, raw_folder: Path | None) -> str:
     """The dataset to predict with when none is named: the only one with trained models, or the
     one whose raw folder holds the input folder."""
-    from autouad.inference.predictor import PredictionError
+    from autouad.inference.predictor import PredictionError, trained_folds
     from autouad.paths import DATASET_FOLDER_RE
-    from autouad.training.base_trainer import CHECKPOINT_FINAL
 
     trained = sorted(p.name for p in Path(results_folder).glob("Dataset*")
-                     if DATASET_FOLDER_RE.match(p.name) and any(p.glob(f"*__*/fold_*/{CHECKPOINT_FINAL}")))
+                     if DATASET_FOLDER_RE.match(p.name) and any(trained_folds(m) for m in p.glob("*__*")))
     if len(trained) == 1:
         return trained[0]
     if raw_folder is not None:
@@ -289,10 +287,21 @@ def predict(input_folder: str | Path, output_folder: str | Path, model_folder: s
     from autouad.inference.predictor import AnomalyPredictor, check_folders
     from autouad.model import CHECKPOINT_FINAL
 
+    from autouad.inference.archive import OpenedArchive
     from autouad.selection.find_best import INSTRUCTIONS_FILE
 
     check_folders(Path(input_folder), Path(output_folder), None if roi_folder is None else Path(roi_folder))
     roi = None if roi_folder is None else Path(roi_folder)
+    if model_folder is not None and Path(model_folder).suffix == ".zip":
+        with OpenedArchive(Path(model_folder)) as archive:
+            run = predict(input_folder, output_folder, archive.model_folder(), roi_folder=roi_folder, folds=folds,
+                          save_maps=save_maps, postprocess=postprocess, device=device, batch_size=batch_size,
+                          precision=precision, checkpoint=checkpoint)
+            run.record["model"] = str(model_folder)
+            return PredictionRun(run.output_folder, Path(model_folder), run.record)
+    if model_folder is not None and (Path(model_folder) / INSTRUCTIONS_FILE).is_file() and folds is None:
+        return predict_as_instructed(Path(model_folder) / INSTRUCTIONS_FILE, Path(input_folder), Path(output_folder),
+                                     roi, save_maps, device, None)
     if model_folder is None:
         results_root = folder("results", results_folder)
         raw_root = folder("raw", raw_folder)
@@ -328,6 +337,25 @@ def predict_as_instructed(instructions: Path, input_folder: Path, output_folder:
     print(f"following {instructions}: {predictor.chosen['configuration']}")
     record = predictor.predict_folder(input_folder, output_folder, roi_folder, save_maps)
     return PredictionRun(output_folder, instructions.parent, record)
+
+
+# ---- shareable models ----------------------------------------------------------------------------------
+def export_model(dataset: str | int, output: str | Path, *, model_folder: str | Path | None = None,
+                 folds: list[int] | None = None, results_folder: str | Path | None = None) -> Path:
+    """One zip with what prediction needs: the dataset's chosen configuration (its inference
+    instructions and their models), or one ``model_folder`` (autouad.inference.archive)."""
+    from autouad.inference.archive import export_model as export
+
+    results_root = folder("results", results_folder)
+    name = find_dataset_name(dataset, (results_root,))
+    return export(results_root / name, Path(output), None if model_folder is None else Path(model_folder), folds)
+
+
+def install_model(archive: str | Path, *, results_folder: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Check an exported zip (paths, checksums, weights-only loading) and unpack it into the results
+    folder; returns the dataset's results folder."""
+    from autouad.inference.archive import install_model as install
+    return install(Path(archive), folder("results", results_folder), overwrite)
 
 
 # ---- evaluate ------------------------------------------------------------------------------------------

@@ -177,7 +177,7 @@ def test_find_best_configuration_writes_instructions_that_predict_follows(demo_m
     scorer = PixelScorer({n: c.value_range for n, c in pool.items()} | {chosen["candidate"]: None})
     config = PixelConfiguration(chosen["candidate"], chosen["threshold"]["source"], chosen["postprocessing"]["kernel"])
     params = {k: v for k, v in chosen["threshold"].items() if k in ("value", "z", "percentile")}
-    predictor = ConfiguredPredictor(instructions, "cpu")
+    predictor = ConfiguredPredictor(instructions, "cpu", source=results / INSTRUCTIONS_FILE)
     case = evidence[0]
     images = [sitk.ReadImage(str(raw / "imagesTr" / f"{case.name}_{c:04d}.nii.gz")) for c in range(2)]
     result = predictor.predict(images, roi=sitk.ReadImage(str(raw / "roisTr" / f"{case.name}.nii.gz")), name=case.name)
@@ -211,3 +211,52 @@ def test_a_dicom_series_is_predicted_into_nifti_in_its_geometry(demo_model, tmp_
     np.testing.assert_allclose(mask.GetOrigin(), series.GetOrigin(), atol=1e-4)
     np.testing.assert_allclose(mask.GetSpacing(), series.GetSpacing(), atol=1e-4)
     np.testing.assert_allclose(mask.GetDirection(), series.GetDirection(), atol=1e-4)
+
+
+def test_an_exported_model_predicts_the_same_after_install_elsewhere(demo_model, tmp_path):
+    from autouad.inference.archive import ModelArchiveError, read_archive
+
+    archive = api.export_model(999, tmp_path / "model.zip", model_folder=demo_model["model_folder"],
+                               results_folder=demo_model["results_folder"])
+    installed = api.install_model(archive, results_folder=tmp_path / "elsewhere")
+    assert installed == tmp_path / "elsewhere" / DATASET
+    with pytest.raises(ModelArchiveError, match="already exists"):
+        api.install_model(archive, results_folder=tmp_path / "elsewhere")
+    raw = demo_model["raw"]
+    for model, out in ((installed / demo_model["model_folder"].name, "installed"), (archive, "zip")):
+        run = api.predict(raw / "imagesTs", tmp_path / out, model, roi_folder=raw / "roisTs", device="cpu")
+        for case in run.record["cases"]:
+            a = sitk.ReadImage(str(tmp_path / out / f"{case}.nii.gz"))
+            b = sitk.ReadImage(str(demo_model["run"].output_folder / f"{case}.nii.gz"))
+            assert np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b)), (out, case)
+
+    import hashlib
+    import zipfile
+
+    def rewrite(name: str, entries: dict[str, bytes], fix_manifest: bool = True) -> Path:
+        target = tmp_path / name
+        manifest = json.loads(entries["manifest.json"])
+        if fix_manifest:
+            manifest["files"] = {k: hashlib.sha256(v).hexdigest() for k, v in entries.items() if k != "manifest.json"}
+        with zipfile.ZipFile(target, "w") as z:
+            z.writestr("manifest.json", json.dumps(manifest))
+            for k, v in entries.items():
+                if k != "manifest.json":
+                    z.writestr(k, v)
+        return target
+
+    with zipfile.ZipFile(archive) as z:
+        entries = {n: z.read(n) for n in z.namelist()}
+    escaping = dict(entries, **{"../outside.txt": b"x"})
+    with pytest.raises(ModelArchiveError, match="would leave the model's folder"):
+        read_archive(rewrite("escape.zip", escaping))
+    model_pt = next(n for n in entries if n.endswith("model.pt"))
+    data = entries[model_pt]
+    tampered = dict(entries, **{model_pt: data[:1000] + bytes([data[1000] ^ 1]) + data[1001:]})
+    with pytest.raises(ModelArchiveError, match="does not match its SHA-256"):
+        read_archive(rewrite("tampered.zip", tampered, fix_manifest=False))
+    import io
+    buffer = io.BytesIO()
+    torch.save({"networks": {}, "payload": Path("/")}, buffer)   # needs pickle to load a Path
+    with pytest.raises(ModelArchiveError, match="does not load as weights only"):
+        read_archive(rewrite("pickled.zip", dict(entries, **{model_pt: buffer.getvalue()})))

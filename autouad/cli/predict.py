@@ -30,7 +30,10 @@ def main(argv=None) -> int:
     parser.add_argument("-i", "--input", type=Path, required=True, help="folder of images to predict")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the outputs (not the input folder)")
     parser.add_argument("-d", "--dataset", default=None, help="dataset id or DatasetXXX_Name the model was trained on")
-    parser.add_argument("-m", "--method", choices=method_names(), default=None, help="which trained method")
+    parser.add_argument("-m", "--model", default=None, metavar="MODEL",
+                        help="an exported model (.zip), a trained <method>__<plans> folder, a dataset's results "
+                             "folder with inference instructions, or a method name (" + ", ".join(method_names()) + ")")
+    parser.add_argument("--method", choices=method_names(), default=None, help="which trained method of -d")
     parser.add_argument("-p", "--plans-name", default=None, help="which plans the model was trained with")
     parser.add_argument("--model-folder", type=Path, default=None, help="a trained <method>__<plans> folder")
     parser.add_argument("-f", "--folds", type=int, nargs="+", default=None, help="folds to average (default: all trained)")
@@ -43,9 +46,15 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: bf16 autocast on a GPU, fp32 on the CPU (default)")
     args = parser.parse_args(argv)
+    method, model = args.method, args.model_folder
+    if args.model is not None:
+        if args.model in method_names() and not Path(args.model).exists():
+            method = args.model           # -m METHOD, as before
+        else:
+            model = Path(args.model)
     try:
-        run = api.predict(args.input, args.output, args.model_folder, args.dataset, args.rois, args.folds,
-                          method=args.method, plans_name=args.plans_name, save_maps=args.save_maps,
+        run = api.predict(args.input, args.output, model, args.dataset, args.rois, args.folds,
+                          method=method, plans_name=args.plans_name, save_maps=args.save_maps,
                           postprocess=not args.no_postprocess, device=args.device, batch_size=args.batch_size,
                           precision=args.precision, checkpoint=args.checkpoint)
     except (PredictionError, FileNotFoundError, ValueError) as e:

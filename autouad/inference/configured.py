@@ -42,7 +42,9 @@ class ConfiguredPredictor:
         self.task = instructions["task"]
         self.source = source
         self.members = self.chosen["members"]
-        self.predictors = {name: AnomalyPredictor.from_folder(info["model_folder"], instructions["folds"], device)
+        base = Path(source).parent if source is not None else Path(".")
+        self.predictors = {name: AnomalyPredictor.from_folder(base / info["model_folder"], instructions["folds"],
+                                                              device)
                            for name, info in self.members.items() if info["kind"] == "method"}
         from autouad.model import DatasetFacts
         self.dataset = DatasetFacts(**instructions["dataset_facts"])

@@ -39,7 +39,7 @@ from autouad.dataset.validation import LoadedCase, case_from_images, load_case
 from autouad.inference.inputs import InputCase, find_input_cases
 from autouad.inference.outputs import (MAPS_FOLDER, PREDICTIONS_FILE, ROIS_FOLDER, SCORES_FILE,
                                        WITHOUT_POSTPROCESSING_FOLDER, output_endings, write_image, write_scores)
-from autouad.model import CHECKPOINT_FINAL, AnomalyModel, ModelError
+from autouad.model import CHECKPOINT_FINAL, MODEL_FILE, AnomalyModel, ModelError
 from autouad.planning.plans import _to_dict as plans_to_dict
 from autouad.postprocessing.morphology import postprocess_slices
 from autouad.preprocessing.cases import slice_region
@@ -144,7 +144,9 @@ def check_folders(input_folder: Path, output_folder: Path, roi_folder: Path | No
 
 
 def trained_folds(model_folder: Path) -> list[int]:
-    return sorted(int(p.parent.name.split("_")[1]) for p in Path(model_folder).glob(f"fold_*/{CHECKPOINT_FINAL}"))
+    """The folds with a model (model.pt, or a checkpoint_final.pt of a fold trained before it)."""
+    folds = {p.parent.name for name in (MODEL_FILE, CHECKPOINT_FINAL) for p in Path(model_folder).glob(f"fold_*/{name}")}
+    return sorted(int(name.split("_")[1]) for name in folds)
 
 
 def choose_device(requested: str | None) -> str:
@@ -209,7 +211,7 @@ class AnomalyPredictor:
             raise PredictionError(f"{model_folder}: no such model folder")
         folds = list(folds) if folds else trained_folds(model_folder)
         if not folds:
-            raise PredictionError(f"{model_folder}: no fold has {CHECKPOINT_FINAL} yet")
+            raise PredictionError(f"{model_folder}: no fold has a model ({MODEL_FILE}) yet")
         device = choose_device(device)
         try:
             models = [AnomalyModel.load(model_folder / f"fold_{f}", device, checkpoint) for f in folds]

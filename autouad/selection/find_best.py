@@ -261,7 +261,9 @@ def deployable(comparison: Comparison, evidence: list[CaseEvidence], chosen: Sco
 def _candidate_dict(candidate: Candidate) -> dict:
     out = {"kind": candidate.kind, "note": candidate.note}
     if candidate.kind == "method":
-        out.update(model_folder=candidate.model_folder, anomalous_side=candidate.anomalous_side,
+        # relative to the dataset's results folder, where the instructions lie: a copied, exported or
+        # installed results folder keeps working
+        out.update(model_folder=Path(candidate.model_folder).name, anomalous_side=candidate.anomalous_side,
                    value_range=candidate.value_range)
         if candidate.image_score:
             out["image_score"] = candidate.image_score
