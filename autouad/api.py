@@ -278,12 +278,27 @@ def predict(input_folder: str | Path, output_folder: str | Path, model_folder: s
             *, method: str | None = None, plans_name: str | None = None, save_maps: bool = False,
             postprocess: bool = True, device: str | None = None, batch_size: int | None = None,
             precision: str = "auto", checkpoint: str | None = None, results_folder: str | Path | None = None,
-            raw_folder: str | Path | None = None) -> PredictionRun:
+            raw_folder: str | Path | None = None, resume: bool = False, report: bool = False) -> PredictionRun:
     """Masks (and with ``save_maps`` maps and regions) for every image in ``input_folder``, written
     to ``output_folder`` in the inputs' geometry, with the trained folds of ``model_folder``, or of
     ``dataset`` (``method`` / ``plans_name`` pick among its models), or, with neither, of the only
     dataset that has trained models. A case that cannot be read is reported in the record's
-    ``failed`` and the others are predicted."""
+    ``failed`` and the others are predicted. ``resume`` predicts only the cases an interrupted run
+    into the same folder did not finish; ``report`` writes report.html (autouad.inference.report)."""
+    run = _predict(input_folder, output_folder, model_folder, dataset, roi_folder, folds, method=method,
+                   plans_name=plans_name, save_maps=save_maps or report, postprocess=postprocess, device=device,
+                   batch_size=batch_size, precision=precision, checkpoint=checkpoint, results_folder=results_folder,
+                   raw_folder=raw_folder, resume=resume)
+    if report:
+        from autouad.inference.report import write_report
+        run.record["report"] = str(write_report(Path(output_folder)))
+        print(f"report: {run.record['report']}")
+    return run
+
+
+def _predict(input_folder, output_folder, model_folder=None, dataset=None, roi_folder=None, folds=None, *, method=None,
+             plans_name=None, save_maps=False, postprocess=True, device=None, batch_size=None, precision="auto",
+             checkpoint=None, results_folder=None, raw_folder=None, resume=False) -> PredictionRun:
     from autouad.inference.predictor import AnomalyPredictor, check_folders
     from autouad.model import CHECKPOINT_FINAL
 
@@ -294,14 +309,14 @@ def predict(input_folder: str | Path, output_folder: str | Path, model_folder: s
     roi = None if roi_folder is None else Path(roi_folder)
     if model_folder is not None and Path(model_folder).suffix == ".zip":
         with OpenedArchive(Path(model_folder)) as archive:
-            run = predict(input_folder, output_folder, archive.model_folder(), roi_folder=roi_folder, folds=folds,
-                          save_maps=save_maps, postprocess=postprocess, device=device, batch_size=batch_size,
-                          precision=precision, checkpoint=checkpoint)
+            run = _predict(input_folder, output_folder, archive.model_folder(), roi_folder=roi_folder, folds=folds,
+                           save_maps=save_maps, postprocess=postprocess, device=device, batch_size=batch_size,
+                           precision=precision, checkpoint=checkpoint, resume=resume)
             run.record["model"] = str(model_folder)
             return PredictionRun(run.output_folder, Path(model_folder), run.record)
     if model_folder is not None and (Path(model_folder) / INSTRUCTIONS_FILE).is_file() and folds is None:
         return predict_as_instructed(Path(model_folder) / INSTRUCTIONS_FILE, Path(input_folder), Path(output_folder),
-                                     roi, save_maps, device, None)
+                                     roi, save_maps, device, None, resume)
     if model_folder is None:
         results_root = folder("results", results_folder)
         raw_root = folder("raw", raw_folder)
@@ -310,7 +325,7 @@ def predict(input_folder: str | Path, output_folder: str | Path, model_folder: s
         instructions = results_root / name / INSTRUCTIONS_FILE
         if method is None and plans_name is None and folds is None and instructions.is_file():
             return predict_as_instructed(instructions, Path(input_folder), Path(output_folder), roi, save_maps,
-                                         device, raw_root / name)
+                                         device, raw_root / name, resume)
         if method is None and plans_name is None:
             print(f"note: {results_root / name} has no {INSTRUCTIONS_FILE}: predicting with the planner's method; "
                   f"run autouad_find_best_configuration -d {name} to compare the candidates and the baselines "
@@ -324,18 +339,19 @@ def predict(input_folder: str | Path, output_folder: str | Path, model_folder: s
               file=sys.stderr)
     print(f"model: {model_folder} (folds {', '.join(map(str, predictor.folds))}); threshold "
           f"{predictor.threshold:.4g}, anomalous {predictor.side} it")
-    record = predictor.predict_folder(Path(input_folder), Path(output_folder), roi, save_maps)
+    record = predictor.predict_folder(Path(input_folder), Path(output_folder), roi, save_maps, resume=resume)
     return PredictionRun(Path(output_folder), Path(model_folder), record)
 
 
 def predict_as_instructed(instructions: Path, input_folder: Path, output_folder: Path, roi_folder: Path | None,
-                          save_maps: bool, device: str | None, raw_dataset_folder: Path | None) -> PredictionRun:
+                          save_maps: bool, device: str | None, raw_dataset_folder: Path | None,
+                          resume: bool = False) -> PredictionRun:
     """Predict with the configuration an inference_instructions.json chose."""
     from autouad.inference.configured import ConfiguredPredictor
 
     predictor = ConfiguredPredictor.from_instructions(instructions, device, raw_dataset_folder)
     print(f"following {instructions}: {predictor.chosen['configuration']}")
-    record = predictor.predict_folder(input_folder, output_folder, roi_folder, save_maps)
+    record = predictor.predict_folder(input_folder, output_folder, roi_folder, save_maps, resume=resume)
     return PredictionRun(output_folder, instructions.parent, record)
 
 

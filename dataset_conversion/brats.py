@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
+from autouad.utils.progress import progress
 from dataset_conversion.common import read_volume, parse_modalities
 from dataset_conversion.convert import ConversionError
 
@@ -103,7 +103,7 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
             conversion={"format": FORMAT, "source": str(source.resolve()), "layout": layout,
                         "options": {"modalities": chosen, "normal_reference": normal_reference}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
-        for case_dir, (images, seg_path) in tqdm(files.items(), desc="converting BraTS", unit="case"):
+        for case_dir, (images, seg_path) in progress(files.items(), desc="converting BraTS", unit="case"):
             channels = [read_volume(p) for p in images]
             seg = read_volume(seg_path)
             shapes = {c.GetSize() for c in channels} | {seg.GetSize()}

@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
+from autouad.utils.progress import progress
 from dataset_conversion.common import read_volume
 from dataset_conversion.convert import ConversionError
 
@@ -79,7 +79,7 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
             conversion={"format": FORMAT, "source": str(source.resolve()),
                         "options": {"roi_label": roi_label, "roi_name": roi_name}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
-        for case_id, image_path, label_path in tqdm(pairs, desc="converting BTCV", unit="scan"):
+        for case_id, image_path, label_path in progress(pairs, desc="converting BTCV", unit="scan"):
             image, labels = read_volume(image_path), read_volume(label_path)
             if image.GetSize() != labels.GetSize():
                 raise ConversionError(f"{label_path}: size {labels.GetSize()} differs from the image's {image.GetSize()}")

@@ -30,9 +30,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
+from autouad.utils.progress import progress
 from dataset_conversion.convert import ConversionError
 from dataset_conversion.common import read_grey_uint8
 
@@ -158,7 +158,7 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
                         "options": {"num_normal": num_normal, "num_mixed_healthy": num_mixed_healthy,
                                     "num_mixed_diseased": num_mixed_diseased, "seed": seed}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
-        for split, role, e in tqdm(chosen, desc="converting ChestX-ray14", unit="image"):
+        for split, role, e in progress(chosen, desc="converting ChestX-ray14", unit="image"):
             writer.add_case(e.image.removesuffix(".png"), [read_grey_uint8(index[e.image])], role=role, split=split,
                             label=e.label, patient=e.patient)
     return writer.target

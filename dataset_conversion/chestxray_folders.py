@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
 from autouad.utils.images import IMAGE_2D_ENDINGS
+from autouad.utils.progress import progress
 from dataset_conversion.common import read_grey_uint8
 from dataset_conversion.convert import ConversionError
 
@@ -66,7 +66,7 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
             conversion={"format": FORMAT, "source": str(source.resolve()), "options": {"normal_class": normal_class}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
         seen: set[str] = set()
-        for split, cls, path in tqdm(items, desc="converting X-rays", unit="image"):
+        for split, cls, path in progress(items, desc="converting X-rays", unit="image"):
             case_id = re.sub(r"[^A-Za-z0-9_\-]", "_", f"{cls}_{path.stem}")
             if case_id in seen:
                 raise ConversionError(f"{path}: two images map to case id {case_id}")

@@ -32,9 +32,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
+from autouad.utils.progress import progress
 from dataset_conversion.common import read_grey_uint8
 from dataset_conversion.convert import ConversionError
 
@@ -168,7 +168,7 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
                                     "abnormal_classes": sorted(abnormal)}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
         for split, entries in splits.items():
-            for e in tqdm(entries, desc=f"converting COVIDx {split}", unit="image"):
+            for e in progress(entries, desc=f"converting COVIDx {split}", unit="image"):
                 label = 0 if e.cls in NORMAL_CLASSES else 1
                 role = None if split == "test" else "normal" if e.patient in normal_patients else "unlabeled"
                 writer.add_case(case_id_of(e.filename), [read_grey_uint8(e.path)], role=role, split=split,

@@ -399,7 +399,7 @@ def nilearn_version() -> str | None:
 def convert(dataset_id: int, name: str | None = None, *, raw_folder=None, overwrite: bool = False,
             num_normal: int = 8, num_patients: int = 8, num_test: int = 4, spacing: float = 2.0,
             seed: int = 0, normal_reference: str = "cases") -> Path:
-    from tqdm import tqdm
+    from autouad.utils.progress import progress
 
     for option, value in (("num_normal", num_normal), ("num_patients", num_patients), ("num_test", num_test)):
         if value < 0:
@@ -425,7 +425,7 @@ def convert(dataset_id: int, name: str | None = None, *, raw_folder=None, overwr
             description=DESCRIPTION, reference=REFERENCE, licence=LICENCE, roi_name="brain",
             normal_reference=normal_reference, conversion=conversion,
             raw_folder=raw_folder, overwrite=overwrite) as writer:
-        for group, index, case_id in tqdm(plan, desc="demo subjects", unit="subject"):
+        for group, index, case_id in progress(plan, desc="demo subjects", unit="subject"):
             subject = synthesise_subject(template, subject_seed(seed, group, index), with_lesions=group != "normal")
             if subject.lesions:
                 lesion_log[case_id] = [lesion_record(lesion, reference) for lesion in subject.lesions]

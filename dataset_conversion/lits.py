@@ -22,9 +22,9 @@ import re
 from pathlib import Path
 
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
+from autouad.utils.progress import progress
 from dataset_conversion.common import read_volume
 from dataset_conversion.convert import ConversionError
 
@@ -80,7 +80,7 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
             conversion={"format": FORMAT, "source": str(source.resolve()),
                         "options": {"normal_reference": normal_reference}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
-        for n, volume_path, seg_path in tqdm(pairs, desc="converting LiTS", unit="scan"):
+        for n, volume_path, seg_path in progress(pairs, desc="converting LiTS", unit="scan"):
             volume, seg = read_volume(volume_path), read_volume(seg_path)
             if volume.GetSize() != seg.GetSize():
                 raise ConversionError(f"{seg_path}: size {seg.GetSize()} differs from the volume's {volume.GetSize()}")

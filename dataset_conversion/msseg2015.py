@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDatasetWriter
+from autouad.utils.progress import progress
 from dataset_conversion.common import read_volume, parse_modalities
 from dataset_conversion.convert import ConversionError
 
@@ -103,7 +103,7 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
             conversion={"format": FORMAT, "source": str(source.resolve()),
                         "options": {"modalities": chosen, "rater": rater, "normal_reference": normal_reference}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
-        for case_id, (subject, images, mask_path) in tqdm(files.items(), desc="converting MS-SEG 2015", unit="scan"):
+        for case_id, (subject, images, mask_path) in progress(files.items(), desc="converting MS-SEG 2015", unit="scan"):
             channels = [read_volume(p) for p in images]
             mask = read_volume(mask_path)
             shapes = {c.GetSize() for c in channels} | {mask.GetSize()}

@@ -25,10 +25,10 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import MODALITIES, NORMAL_REFERENCE_PROTOCOLS, RawDatasetWriter
 from autouad.utils.images import VOLUME_ENDINGS, file_ending
+from autouad.utils.progress import progress
 from dataset_conversion.convert import ConversionError
 
 FORMAT = "nifti-folders"
@@ -128,7 +128,7 @@ def convert(source, dataset_id: int, name: str | None = None, *, raw_folder=None
                         "options": {"normal_cases": normal_cases,
                                     "test_cases": str(test_cases) if test_cases else None}},
             raw_folder=raw_folder, overwrite=overwrite) as writer:
-        for case_id, images in tqdm(sorted(cases.items()), desc="converting", unit="case"):
+        for case_id, images in progress(sorted(cases.items()), desc="converting", unit="case"):
             split = "test" if case_id in test else "train"
             role = None if split == "test" else \
                 "normal" if case_id in normal or matches(normal_cases, case_id) else "unlabeled"

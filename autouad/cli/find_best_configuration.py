@@ -13,6 +13,7 @@ from autouad import api
 from autouad.planning.plans import PlansError
 from autouad.selection.evidence import SelectionError
 from autouad.selection.find_best import INSTRUCTIONS_TEXT
+from autouad.utils.progress import set_quiet
 
 
 def main(argv=None) -> int:
@@ -23,6 +24,7 @@ def main(argv=None) -> int:
                         help="the folds to compare on (default: all of the plans' folds; each must be trained)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    set_quiet(args.quiet)
     try:
         instructions = api.find_best_configuration(args.dataset, args.folds, quiet=args.quiet)
     except (SelectionError, PlansError, FileNotFoundError, ValueError) as e:

@@ -14,6 +14,7 @@ from autouad.dataset.validation import DatasetValidationError
 from autouad.methods.registry import method_names
 from autouad.planning.plans import PlansError
 from autouad.planning.planner import SCHEDULES, PlanningError
+from autouad.utils.progress import set_quiet
 
 FINGERPRINT_FILE = api.FINGERPRINT_FILE
 
@@ -23,6 +24,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="dataset id(s) or DatasetXXX_Name folder name(s)")
     parser.add_argument("--np", type=int, default=2, dest="num_processes",
                         help="worker processes (default 2)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _planning_options(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +41,7 @@ def _planning_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args, steps: tuple[str, ...]) -> int:
+    set_quiet(args.quiet)
     status = 0
     for dataset in args.dataset:
         try:

@@ -22,6 +22,7 @@ from autouad.inference.outputs import PREDICTIONS_FILE
 from autouad.inference.predictor import PredictionError
 from autouad.methods.registry import method_names
 from autouad.model import CHECKPOINT_FINAL
+from autouad.utils.progress import set_quiet
 
 
 def main(argv=None) -> int:
@@ -45,7 +46,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: bf16 autocast on a GPU, fp32 on the CPU (default)")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="predict only the cases an interrupted run into OUT did not finish")
+    parser.add_argument("--report", action="store_true",
+                        help="also write OUT/report.html: cases by score, the slice of largest anomaly, histograms")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    set_quiet(args.quiet)
     method, model = args.method, args.model_folder
     if args.model is not None:
         if args.model in method_names() and not Path(args.model).exists():
@@ -56,7 +63,8 @@ def main(argv=None) -> int:
         run = api.predict(args.input, args.output, model, args.dataset, args.rois, args.folds,
                           method=method, plans_name=args.plans_name, save_maps=args.save_maps,
                           postprocess=not args.no_postprocess, device=args.device, batch_size=args.batch_size,
-                          precision=args.precision, checkpoint=args.checkpoint)
+                          precision=args.precision, checkpoint=args.checkpoint, resume=args.resume,
+                          report=args.report)
     except (PredictionError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

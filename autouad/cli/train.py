@@ -29,6 +29,7 @@ from autouad.planning.plans import PlansError
 from autouad.planning.plans_files import PlansNotFoundError
 from autouad.planning.planner import SCHEDULES
 from autouad.training.fold_data import TrainingError
+from autouad.utils.progress import set_quiet
 
 
 def parse_value(text: str):
@@ -75,10 +76,12 @@ def main(argv=None) -> int:
     parser.add_argument("--trainer", default=None, help="dotted path of an AutoUADTrainer subclass")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
     parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--candidates", action="store_true",
                         help="train every candidate method of the plans on FOLD (each planned first when needed; "
                              "trained folds are reused), then run autouad_find_best_configuration")
     args = parser.parse_args(argv)
+    set_quiet(args.quiet)
     try:
         fold = args.fold if args.fold == "all" else int(args.fold) if args.fold.isdigit() else None
         if fold is None:

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import load_raw_dataset
 from autouad.inference.inputs import find_input_cases
 from autouad.inference.outputs import PREDICTIONS_FILE, SCORES_FILE, write_scores
 from autouad.utils.files import save_json
 from autouad.utils.images import file_ending, read_image
+from autouad.utils.progress import progress
 
 
 def shrink(image: np.ndarray, size: int = 32) -> np.ndarray:
@@ -83,7 +83,7 @@ def knn_baseline_predictions(dataset_folder: Path, input_folder: Path, output_fo
 
     def vectors(paths: list[Path], what: str) -> np.ndarray:
         out = np.empty((len(paths), size * size), np.float32)
-        for i, path in enumerate(tqdm(paths, desc=f"kNN baseline: {what}", unit="image")):
+        for i, path in enumerate(progress(paths, desc=f"kNN baseline: {what}", unit="image")):
             image = read_image(path)[0]
             if image.ndim == 3 and image.shape[0] == 1:
                 image = image[0]
@@ -155,7 +155,7 @@ def intensity_baseline_predictions(cases: list, reference_cases: list, channel: 
         return loaded, sign * standardised_in_region(loaded.data[channel], region), region
 
     reference_values = []
-    for case in tqdm(reference_cases, desc="intensity baseline: normal reference", unit="case"):
+    for case in progress(reference_cases, desc="intensity baseline: normal reference", unit="case"):
         loaded, values, region = loaded_map(case)
         has_anomaly = None if loaded.mask is None else loaded.mask.any(axis=(1, 2))
         normal = slice_is_reference(case.role, normal_reference, has_anomaly, values.shape[0])
@@ -169,7 +169,7 @@ def intensity_baseline_predictions(cases: list, reference_cases: list, channel: 
     for sub in ("", MAPS_FOLDER, ROIS_FOLDER):
         (output_folder / sub).mkdir(parents=True, exist_ok=True)
     done = {}
-    for case in tqdm(cases, desc="intensity baseline: cases", unit="case"):
+    for case in progress(cases, desc="intensity baseline: cases", unit="case"):
         loaded, values, region = loaded_map(case)
         name = f"{case.case_id}{file_ending(case.images[channel])}"
         back = loaded.orientation.from_canonical

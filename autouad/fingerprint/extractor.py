@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import RawDataset, load_raw_dataset
 from autouad.dataset.validation import (DatasetValidationError, LoadedCase, check_dataset_json,
@@ -18,6 +17,7 @@ from autouad.dataset.validation import (DatasetValidationError, LoadedCase, chec
 from autouad.postprocessing.morphology import postprocess_cropped
 from autouad.preprocessing.foreground import bounding_box, foreground_mask
 from autouad.utils.files import load_json, save_json
+from autouad.utils.progress import progress
 
 SAMPLES_PER_CASE = 10_000  # foreground voxels per case and channel pooled into the dataset statistics
 SHELL_WIDTH = 3  # voxels: the "surrounding tissue" an anomaly is compared with for its polarity
@@ -149,11 +149,11 @@ def _inspect_worker(job: tuple) -> tuple[str, list[str], dict | None, dict | Non
 def run_parallel(function, jobs: list, num_processes: int, desc: str):
     """Map ``function`` over ``jobs`` in spawned worker processes with a progress bar, in order."""
     if num_processes <= 1 or len(jobs) <= 1:
-        return [function(j) for j in tqdm(jobs, desc=desc, unit="case")]
+        return [function(j) for j in progress(jobs, desc=desc, unit="case")]
     ctx = multiprocessing.get_context("spawn")
     chunksize = max(1, min(32, len(jobs) // (num_processes * 8)))
     with ctx.Pool(num_processes) as pool:
-        return list(tqdm(pool.imap(function, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit="case"))
+        return list(progress(pool.imap(function, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit="case"))
 
 
 class DatasetFingerprintExtractor:

@@ -16,22 +16,22 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import CaseFiles
 from autouad.dataset.validation import LoadedCase, case_from_images
 from autouad.evaluation.baselines import knn_scores, shrink
 from autouad.inference.inputs import find_input_cases
 from autouad.inference.outputs import PREDICTIONS_FILE, SCORES_FILE, write_scores
-from autouad.inference.predictor import (AnomalyPredictor, Prediction, PredictionError, check_folders, load_input_case,
-                                         write_prediction)
+from autouad.inference.predictor import (AnomalyPredictor, Prediction, PredictionError, already_predicted,
+                                         check_folders, load_input_case, write_prediction)
 from autouad.preprocessing.foreground import foreground_mask
 from autouad.preprocessing.preprocessor import restore_to_canonical
 from autouad.postprocessing.morphology import postprocess_cropped
 from autouad.selection.configurations import HISTOGRAM_FALLBACK_Z, case_statistics
 from autouad.selection.evidence import INTENSITY, KNN, intensity_values, robust_z
 from autouad.selection.image_scores import image_score
-from autouad.utils.files import load_json, save_json
+from autouad.utils.files import load_json, remove_stale_temporaries, save_json
+from autouad.utils.progress import progress
 
 
 class ConfiguredPredictor:
@@ -175,7 +175,7 @@ class ConfiguredPredictor:
 
     # ---- a folder ------------------------------------------------------------------------------------------
     def predict_folder(self, input_folder: Path, output_folder: Path, roi_folder: Path | None = None,
-                       save_maps: bool = False) -> dict:
+                       save_maps: bool = False, resume: bool = False) -> dict:
         check_folders(input_folder, output_folder, roi_folder)
         input_folder, output_folder = Path(input_folder).resolve(), Path(output_folder).resolve()
         notes: dict[str, str] = {}
@@ -188,8 +188,11 @@ class ConfiguredPredictor:
         for warning in self.warnings:
             print(f"WARNING: {warning}", file=sys.stderr)
         output_folder.mkdir(parents=True, exist_ok=True)
-        done, start = {}, time.time()
-        for case in tqdm(cases, desc="predicting", unit="case", file=sys.stdout, dynamic_ncols=True):
+        if resume:
+            remove_stale_temporaries(output_folder)  # half-written files of a killed run
+        done, start = (already_predicted(output_folder) if resume else {}), time.time()
+        cases = [c for c in cases if c.case_id not in done]
+        for case in progress(cases, desc="predicting", unit="case", file=sys.stdout, dynamic_ncols=True):
             try:
                 prediction = self.predict_loaded(load_input_case(case, len(self.dataset.channel_names)), case.case_id)
             except Exception as e:  # one unreadable or unfit case: report it, go on with the others
@@ -198,6 +201,8 @@ class ConfiguredPredictor:
                 continue
             done[case.case_id] = write_prediction(prediction, [str(p) for p in case.images], case.ending,
                                                   output_folder, save_maps)
+            save_json({"configuration": self.chosen["configuration"], "complete": False, "cases": done,
+                       "failed": failed}, output_folder / PREDICTIONS_FILE)
         threshold = self.chosen.get("image_threshold", {}).get("value")
         if self.task == "image" and done:
             write_scores(output_folder / SCORES_FILE, done, float(threshold))
@@ -210,6 +215,6 @@ class ConfiguredPredictor:
                   "warnings": self.warnings, "input_folder": str(input_folder),
                   "roi_folder": None if roi_folder is None else str(roi_folder), "save_maps": save_maps,
                   "seconds": round(time.time() - start, 2), "num_predicted": len(done), "num_failed": len(failed),
-                  "cases": done, "failed": failed, **({"notes": notes} if notes else {})}
+                  "cases": done, "failed": failed, "complete": True, **({"notes": notes} if notes else {})}
         save_json(record, output_folder / PREDICTIONS_FILE)
         return record

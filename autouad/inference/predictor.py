@@ -30,10 +30,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from tqdm import tqdm
 
 from autouad.calibration.thresholds import anomalous, side_sign
-from autouad.selection.image_scores import image_score
 from autouad.dataset.raw_dataset import CaseFiles
 from autouad.dataset.validation import LoadedCase, case_from_images, load_case
 from autouad.inference.inputs import InputCase, find_input_cases
@@ -45,8 +43,10 @@ from autouad.postprocessing.morphology import postprocess_slices
 from autouad.preprocessing.cases import slice_region
 from autouad.preprocessing.foreground import foreground_mask
 from autouad.preprocessing.preprocessor import CasePreprocessor, restore_to_file_array
-from autouad.utils.files import save_json
+from autouad.selection.image_scores import image_score
+from autouad.utils.files import remove_stale_temporaries, save_json
 from autouad.utils.images import Geometry
+from autouad.utils.progress import progress
 
 
 class PredictionError(Exception):
@@ -132,6 +132,20 @@ def load_input_case(case: InputCase, num_channels: int) -> LoadedCase:
         full[case.channels] = loaded.data
         loaded.data = full
     return loaded
+
+
+def already_predicted(output_folder: Path) -> dict[str, dict]:
+    """The cases an earlier run recorded in the folder's predictions.json whose outputs all exist."""
+    from autouad.utils.files import load_json
+    record_path = Path(output_folder) / PREDICTIONS_FILE
+    if not record_path.is_file():
+        return {}
+    try:
+        cases = load_json(record_path).get("cases") or {}
+    except ValueError:
+        return {}
+    return {name: entry for name, entry in cases.items()
+            if all((Path(output_folder) / f).is_file() for f in entry.get("outputs", {}).values())}
 
 
 def check_folders(input_folder: Path, output_folder: Path, roi_folder: Path | None) -> None:
@@ -361,7 +375,7 @@ class AnomalyPredictor:
             producer.join()
 
     def predict_folder(self, input_folder: Path, output_folder: Path, roi_folder: Path | None = None,
-                       save_maps: bool = False, chunk_slices: int = 256) -> dict:
+                       save_maps: bool = False, chunk_slices: int = 256, resume: bool = False) -> dict:
         """Every case in ``input_folder`` (autouad.inference.inputs names them), written to
         ``output_folder``; returns the run record, also written as predictions.json."""
         check_folders(input_folder, output_folder, roi_folder)
@@ -373,7 +387,8 @@ class AnomalyPredictor:
             raise PredictionError(f"{input_folder}: no images with a supported ending")
         for note in notes.values():
             print(f"note: {note}", file=sys.stderr)
-        record = self.predict_cases(cases, output_folder, save_maps, failed, input_folder, roi_folder, chunk_slices)
+        record = self.predict_cases(cases, output_folder, save_maps, failed, input_folder, roi_folder, chunk_slices,
+                                    resume)
         if notes:
             record["notes"] = notes
             save_json(record, Path(output_folder).resolve() / PREDICTIONS_FILE)
@@ -381,18 +396,25 @@ class AnomalyPredictor:
 
     def predict_cases(self, cases: list[InputCase], output_folder: Path, save_maps: bool = False,
                       failed: dict[str, str] | None = None, input_folder: Path | None = None,
-                      roi_folder: Path | None = None, chunk_slices: int = 256) -> dict:
+                      roi_folder: Path | None = None, chunk_slices: int = 256, resume: bool = False) -> dict:
         """The given cases' files, predicted and written to ``output_folder``; ``failed`` holds
-        problems found before (reported with the run's own)."""
+        problems found before (reported with the run's own). The run record is rewritten (atomically)
+        after every group of cases, so a run killed halfway leaves whole files and a record of them;
+        ``resume`` predicts only the cases that record does not hold yet."""
         failed = dict(failed or {})
         output_folder = Path(output_folder).resolve()
         for problem in failed.values():
             print(f"skipped: {problem}", file=sys.stderr)
         output_folder.mkdir(parents=True, exist_ok=True)
-        done: dict[str, dict] = {}
+        if resume:
+            remove_stale_temporaries(output_folder)  # half-written files of a killed run
+        done: dict[str, dict] = already_predicted(output_folder) if resume else {}
+        if done:
+            print(f"continuing: {len(done)} case(s) already predicted in {output_folder}", file=sys.stderr)
+            cases = [c for c in cases if c.case_id not in done]
         start = time.time()
         timing = {"model_seconds": 0.0, "waiting_for_data_seconds": 0.0}
-        with tqdm(total=len(cases), desc="predicting", unit="case", file=sys.stdout, dynamic_ncols=True) as bar:
+        with progress(total=len(cases), desc="predicting", unit="case", file=sys.stdout, dynamic_ncols=True) as bar:
             chunks = self.prepared_chunks(cases, chunk_slices, failed)
             while True:
                 waited = time.perf_counter()
@@ -413,11 +435,13 @@ class AnomalyPredictor:
                         prediction = self.result(p, maps[offset:offset + n])
                         done[p.name] = self.write_case(p, prediction, output_folder, save_maps)
                         offset += n
+                    partial = self.run_record(input_folder, roi_folder, save_maps, done, failed, time.time() - start)
+                    save_json(dict(partial, complete=False), output_folder / PREDICTIONS_FILE)
                 bar.update(len(prepared) + len(skipped))
         if self.image_threshold is not None and done:
             write_scores(output_folder / SCORES_FILE, done, self.image_threshold)
         record = self.run_record(input_folder, roi_folder, save_maps, done, failed, time.time() - start)
-        record.update({k: round(v, 2) for k, v in timing.items()})
+        record.update({k: round(v, 2) for k, v in timing.items()}, complete=True)
         save_json(record, output_folder / PREDICTIONS_FILE)
         return record
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from autouad.dataset.raw_dataset import load_raw_dataset
 from autouad.dataset.validation import load_case
@@ -30,6 +29,7 @@ from autouad.preprocessing.foreground import foreground_mask
 from autouad.preprocessing.preprocessor import restore_to_canonical
 from autouad.selection.image_scores import IMAGE_SCORES, image_score
 from autouad.utils.files import load_json, load_npy
+from autouad.utils.progress import progress
 
 INTENSITY = "intensity"
 KNN = "pixel_knn"
@@ -170,7 +170,7 @@ def collect_pixel_evidence(raw_folder: Path, preprocessed_folder: Path, splits: 
     metas = {}
     cases = [(fold, name) for fold in folds for name in sorted(splits[fold]["val"])]
     out = []
-    for fold, name in tqdm(cases, desc="find_best_configuration: evidence", unit="case", disable=quiet,
+    for fold, name in progress(cases, desc="find_best_configuration: evidence", unit="case", disable=quiet,
                            file=sys.stdout):
         loaded = load_case(by_id[name])
         if isinstance(loaded, list):
@@ -236,7 +236,7 @@ def collect_image_evidence(raw_folder: Path, preprocessed_folder: Path, splits: 
                     case.scores[candidate.name] = image_score(signed, pre.region, candidate.image_score)
             elif candidate.kind == KNN:
                 normal = [n for n in splits[fold]["train"] if by_id[n].role == "normal"]
-                reference = np.stack([vector(n) for n in tqdm(normal, desc=f"kNN fold {fold}: normal images",
+                reference = np.stack([vector(n) for n in progress(normal, desc=f"kNN fold {fold}: normal images",
                                                               disable=quiet, file=sys.stdout)])
                 queries = np.stack([vector(c.name) for c in fold_cases])
                 for case, score in zip(fold_cases, knn_scores(reference, queries, 1)):

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from autouad.planning.plans import Plans
 from autouad.training.checkpoint import load_checkpoint, save_checkpoint
@@ -36,6 +35,7 @@ from autouad.training.logger import TrainingLog
 from autouad.training.sampling import PoolBatchLoader
 from autouad.utils.files import save_figure, save_json, save_npy
 from autouad.utils.machine import flush_denormals
+from autouad.utils.progress import progress
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_FINAL = "checkpoint_final.pt"
@@ -431,7 +431,7 @@ class AutoUADTrainer:
         curve_steps = {int(round(total * (i + 1) / self.validation_points)) for i in range(self.validation_points)}
         if done == 0:
             self.log_validation_quality()  # the untrained model: where the curve starts
-        bar = tqdm(total=total, initial=done, disable=not self.is_main,
+        bar = progress(total=total, initial=done, disable=not self.is_main,
                    desc=f"{self.method} fold {self.fold}", unit="it", dynamic_ncols=True, file=sys.stdout)
         while self.position["phase"] < len(self.phases):
             index = self.position["phase"]
@@ -551,7 +551,7 @@ class AutoUADTrainer:
         folder = self.output_folder / VALIDATION_FOLDER
         folder.mkdir(parents=True, exist_ok=True)
         histograms = {}
-        with tqdm(total=len(self.data.validation_cases), desc="validation maps", unit="case",
+        with progress(total=len(self.data.validation_cases), desc="validation maps", unit="case",
                   disable=not self.is_main, file=sys.stdout) as bar:
             for group in self.validation_groups(max(256, 2 * self.batch_size)):
                 for case, maps in zip(group, self.cases_anomaly_maps(group)):

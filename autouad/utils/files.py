@@ -80,3 +80,15 @@ def save_npy(array: np.ndarray, path: str | os.PathLike) -> None:
 
 def load_npy(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
     return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files that atomic_output leaves behind when a process is killed in the
+    middle of a write (``.<name>.<random><suffix>``, beside their targets), under ``folder``;
+    returns how many went. Only a run that continues in the folder calls it."""
+    removed = 0
+    for path in Path(folder).rglob(".*"):
+        if path.is_file() and ".tmp" in path.name:
+            path.unlink()
+            removed += 1
+    return removed
