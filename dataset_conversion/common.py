@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from autouad.utils.images import ImageReadError, read_sitk, rgb_to_grey
+from autouad.utils.images import ImageReadError, image_array, read_sitk
 from dataset_conversion.convert import ConversionError
 
 
@@ -19,20 +19,18 @@ def read_volume(path: Path) -> sitk.Image:
 
 
 def read_grey_uint8(path: Path) -> np.ndarray:
-    """Any 2D image as 8-bit grey: colour by BT.601 luma, grey+alpha by its grey, 16 bit scaled."""
+    """Any 2D image as 8-bit grey, read as training and prediction read it (image_array: colour by
+    BT.601 luma, grey+alpha by its grey, 16 bit on the 8-bit scale), then rounded."""
     image = read_volume(path)
-    array = sitk.GetArrayFromImage(image)
-    scale = 255 / 65535 if array.dtype == np.uint16 else 1.0
-    components = image.GetNumberOfComponentsPerPixel()
-    if components >= 3:
-        array = rgb_to_grey(array)
-    elif components == 2:
-        array = array[..., 0]
+    try:
+        array, _ = image_array(image, str(path))
+    except ImageReadError as e:
+        raise ConversionError(str(e)) from None
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 2:
         raise ConversionError(f"{path}: not a 2D image (array shape {array.shape})")
-    return np.clip(np.round(array * scale), 0, 255).astype(np.uint8)
+    return np.clip(np.round(array), 0, 255).astype(np.uint8)
 
 
 def parse_modalities(modalities, known: tuple[str, ...]) -> list[str]:

@@ -77,12 +77,34 @@ def read_sitk(path: str | Path) -> sitk.Image:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         reason = next((ln.strip() for ln in first if "exception" not in ln.lower() and ln.strip()), "unreadable")
+        if "Unknown PixelType" in reason and file_ending(path) in IMAGE_2D_ENDINGS:
+            # SimpleITK's PNG reader knows no grey + alpha images; Pillow (matplotlib's) does
+            return _read_with_pillow(path)
         raise ImageReadError(f"{path}: unreadable or truncated image ({reason[:160]})") from None
+
+
+def _read_with_pillow(path: Path) -> sitk.Image:
+    from PIL import Image
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            if picture.mode in ("LA", "La"):
+                array, vector = np.asarray(picture)[..., 0], False
+            elif picture.mode in ("P", "PA", "CMYK", "YCbCr"):
+                array, vector = np.asarray(picture.convert("RGB")), True
+            else:
+                array = np.asarray(picture)
+                vector = array.ndim == 3
+    except (OSError, ValueError) as e:
+        raise ImageReadError(f"{path}: unreadable or truncated image ({e})") from None
+    return sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=vector)
 
 
 def rgb_to_grey(array: np.ndarray) -> np.ndarray:
@@ -92,15 +114,22 @@ def rgb_to_grey(array: np.ndarray) -> np.ndarray:
 
 
 def image_array(image: sitk.Image, where: str, dtype=np.float32, grey: bool = True) -> tuple[np.ndarray, Geometry]:
-    """The voxels of an image (SimpleITK index order) and its geometry; colour 2D images become
-    grey when ``grey``. The one conversion from SimpleITK that every reader goes through, files
-    and images in memory alike."""
+    """The voxels of an image (SimpleITK index order) and its geometry. The one conversion from
+    SimpleITK that every reader goes through (the converters, training, prediction; files and images
+    in memory alike), so that one picture always gives one array:
+
+    * colour 2D images become grey (BT.601 luma) when ``grey``; grey with alpha keeps its grey;
+    * 16-bit 2D images (PNG, TIFF) are put on the 0-255 scale of 8-bit ones (x 255 / 65535, kept as
+      floats): a 16-bit export of an X-ray is the same picture as its 8-bit one."""
     geometry = Geometry.of(image)
     array = sitk.GetArrayFromImage(image)
-    if image.GetNumberOfComponentsPerPixel() > 1:
+    components = image.GetNumberOfComponentsPerPixel()
+    if components > 1:
         if not grey:
-            raise ImageReadError(f"{where}: has {image.GetNumberOfComponentsPerPixel()} components per pixel")
-        array = rgb_to_grey(array)
+            raise ImageReadError(f"{where}: has {components} components per pixel")
+        array = rgb_to_grey(array) if components >= 3 else array[..., 0]
+    if image.GetDimension() == 2 and image.GetPixelIDValue() in (sitk.sitkUInt16, sitk.sitkVectorUInt16):
+        array = array.astype(np.float64) * (255.0 / 65535.0)
     return array.astype(dtype, copy=False), geometry
 
 
@@ -115,6 +144,8 @@ def verify_file(path: str | Path) -> list[str]:
     naming the file (empty when all is well)."""
     path = Path(path)
     ending = file_ending(path)
+    if path.is_file() and path.stat().st_size == 0:
+        return [f"{path}: empty file (0 bytes)"]
     if ending in (".nii", ".nii.gz"):
         import nibabel
 
