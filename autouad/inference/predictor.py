@@ -278,6 +278,11 @@ class AnomalyPredictor:
         if loaded.data.shape[0] != expected:
             raise PredictionError(f"{inputs[0]}: case {name} has {loaded.data.shape[0]} channel(s), the model reads "
                                   f"{expected} ({', '.join(self.dataset.channel_names.values())})")
+        trained_on_2d = self.plans.preprocessing.mode == "resize"   # 2D datasets are resized, volumes resampled
+        if loaded.orientation.is_2d != trained_on_2d:
+            what = "a 2D image" if loaded.orientation.is_2d else f"a 3D volume ({loaded.data.shape[1]} slices)"
+            raise PredictionError(f"{inputs[0]}: {what}, but the model was trained on "
+                                  f"{'2D images' if trained_on_2d else '3D volumes'}; refused")
         meta, slices, _, roi = self.preprocessor.run(loaded.case, loaded)
         foreground, _ = foreground_mask(loaded.data, loaded.roi, self.modality)
         return PreparedCase(name, inputs, ending, loaded.geometry, meta, slices,

@@ -15,6 +15,8 @@ import SimpleITK as sitk
 VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 IMAGE_2D_ENDINGS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SUPPORTED_ENDINGS = VOLUME_ENDINGS + IMAGE_2D_ENDINGS
+# More values than this in one image is a damaged or hostile header, not a scan (a 1024^3 CT has 1.1e9)
+MAX_VOXELS = 2_000_000_000
 
 
 class ImageReadError(Exception):
@@ -80,7 +82,15 @@ def read_sitk(path: str | Path) -> sitk.Image:
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
     try:
-        return sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        voxels = int(np.prod(reader.GetSize(), dtype=np.float64)) * max(1, reader.GetNumberOfComponents())
+        if voxels > MAX_VOXELS:
+            raise ImageReadError(f"{path}: its header declares {'x'.join(map(str, reader.GetSize()))} voxels "
+                                 f"({voxels / 1e9:.1f} billion values), more than autouad reads "
+                                 f"({MAX_VOXELS / 1e9:.1f} billion); refused before reading")
+        return reader.Execute()
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         reason = next((ln.strip() for ln in first if "exception" not in ln.lower() and ln.strip()), "unreadable")
@@ -150,7 +160,11 @@ def verify_file(path: str | Path) -> list[str]:
         import nibabel
 
         try:
-            data = np.asanyarray(nibabel.load(str(path)).dataobj)
+            nifti = nibabel.load(str(path))
+            if int(np.prod(nifti.shape, dtype=np.float64)) > MAX_VOXELS:
+                return [f"{path}: its header declares {'x'.join(map(str, nifti.shape))} voxels, more than autouad "
+                        f"reads ({MAX_VOXELS / 1e9:.1f} billion); refused before reading"]
+            data = np.asanyarray(nifti.dataobj)
         except Exception as e:  # nibabel raises many types for damaged files
             return [f"{path}: unreadable or truncated image ({type(e).__name__}: {str(e)[:120]})"]
         if data.dtype.kind == "f":
