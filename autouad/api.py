@@ -417,6 +417,44 @@ def baseline_knn(dataset: str | int, output_folder: str | Path, input_folder: st
     return knn_baseline_predictions(dataset_folder, input_folder, Path(output_folder), k=k, size=size)
 
 
+def baseline_intensity(dataset: str | int, output_folder: str | Path, input_folder: str | Path | None = None, *,
+                       channel: str | None = None, z: float = 2.0, roi_folder: str | Path | None = None,
+                       raw_folder: str | Path | None = None, preprocessed_folder: str | Path | None = None) -> dict:
+    """The intensity baseline's masks for a dataset's images (default: its imagesTs, with roisTs):
+    per case the robust z-score of one channel (default: the one whose anomalies the fingerprint
+    measured with the strongest contrast, else the first) inside the ROI or foreground, signed by
+    the measured polarity, cut at ``z`` (2 by default; find_best_configuration chooses z out of fold
+    instead). Written in autouad_predict's layout, so ``evaluate`` scores it as it scores a method."""
+    from autouad.inference.configured import ConfiguredPredictor
+    from autouad.model import DatasetFacts
+    from autouad.utils.files import load_json
+
+    raw_root, preprocessed_root = folder("raw", raw_folder), folder("preprocessed", preprocessed_folder)
+    name = find_dataset_name(dataset, (raw_root, preprocessed_root))
+    meta = load_json(raw_root / name / "dataset.json")
+    names = [meta["channel_names"][k] for k in sorted(meta["channel_names"], key=int)]
+    fingerprint_path = preprocessed_root / name / FINGERPRINT_FILE
+    polarity = (load_json(fingerprint_path)["summary"].get("anomaly_polarity") or {}) if fingerprint_path.is_file() else {}
+    if channel is None:
+        channel = max(names, key=lambda n: abs((polarity.get(n) or {}).get("median_contrast", 0.0))) if polarity \
+            else names[0]
+    if channel not in names:
+        raise APIError(f"{raw_root / name / 'dataset.json'}: no channel {channel!r} (channels: {', '.join(names)})")
+    dark = (polarity.get(channel) or {}).get("polarity") == "dark"
+    member = f"intensity:{channel}"
+    instructions = {
+        "dataset": name, "task": "segmentation", "folds": [], "warnings": [],
+        "dataset_facts": DatasetFacts.from_dataset_json(meta).to_dict(),
+        "chosen": {"configuration": f"{member} with case_z cut (z = {z:g}), no post-processing",
+                   "members": {member: {"kind": "intensity", "channel": names.index(channel),
+                                        "sign": -1.0 if dark else 1.0, "signs": []}},
+                   "threshold": {"source": "case_z", "z": float(z)}, "postprocessing": {"kernel": 0}}}
+    images = Path(input_folder) if input_folder is not None else raw_root / name / "imagesTs"
+    rois = Path(roi_folder) if roi_folder is not None else (
+        raw_root / name / "roisTs" if input_folder is None and (raw_root / name / "roisTs").is_dir() else None)
+    return ConfiguredPredictor(instructions).predict_folder(images, Path(output_folder), rois, save_maps=True)
+
+
 def summarize(dataset: str | int, *, results_folder: str | Path | None = None) -> dict:
     """Every trained fold of every model of a dataset, from the folds' validation summaries; saved as
     ``validation_summary.json`` in the dataset's results folder."""

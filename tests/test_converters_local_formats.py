@@ -70,3 +70,52 @@ def test_chestxray_folders_through_cli(tmp_path, monkeypatch):
     grey = sitk.ReadImage(str(folder / "imagesTr" / "NORMAL_IM-0115-0001_0000.png"))
     assert grey.GetNumberOfComponentsPerPixel() == 1 and grey.GetSize() == (20, 16)
     assert convert_main(["chestxray-folders", "-i", str(tmp_path / "nowhere"), "-d", "5"]) == 1
+
+
+def write_pictures(root, names, rng, dtype=np.uint8):
+    for rel in names:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        top = 65535 if dtype == np.uint16 else 255
+        sitk.WriteImage(sitk.GetImageFromArray((rng.random((16, 20)) * top).astype(dtype)), str(path))
+
+
+def test_chestxray_folders_reports_an_unknown_folder_and_reads_valid(tmp_path):
+    from dataset_conversion import chestxray_folders
+    rng = np.random.default_rng(1)
+    write_pictures(tmp_path / "src", ["train/NORMAL/a.png", "train/PNEUMONIA/b.png", "valid/NORMAL/c.png",
+                                      "test/NORMAL/d.png", "test/PNEUMONIA/e.png"], rng)
+    folder = chestxray_folders.convert(tmp_path / "src", 4, raw_folder=tmp_path / "raw")
+    assert "NORMAL_c" in load_json(folder / "dataset.json")["training"]   # valid/ joins the training cases
+    write_pictures(tmp_path / "src", ["extra/NORMAL/f.png"], rng)
+    with pytest.raises(ConversionError, match="extra: unknown folder"):
+        chestxray_folders.convert(tmp_path / "src", 5, raw_folder=tmp_path / "raw")
+
+
+def test_follow_ups_of_one_patient_are_one_patient(tmp_path):
+    """ChestX-ray14-style names <patient>_<follow-up>: the follow-ups share a patient (and so a
+    fold); a pattern of the user's own names the patient in other naming schemes."""
+    from dataset_conversion import chestxray_folders
+    rng = np.random.default_rng(2)
+    write_pictures(tmp_path / "src", ["train/NORMAL/00000001_000.png", "train/NORMAL/00000001_001.png",
+                                      "train/PNEUMONIA/00000002_000.png", "test/NORMAL/00000003_000.png"], rng)
+    folder = chestxray_folders.convert(tmp_path / "src", 6, raw_folder=tmp_path / "raw")
+    training = load_json(folder / "dataset.json")["training"]
+    assert {training[c]["patient"] for c in ("NORMAL_00000001_000", "NORMAL_00000001_001")} == {"00000001"}
+    write_pictures(tmp_path / "own", ["train/NORMAL/pt7-scan1.png", "train/NORMAL/pt7-scan2.png",
+                                      "train/PNEUMONIA/pt8-scan1.png"], rng)
+    folder = chestxray_folders.convert(tmp_path / "own", 7, raw_folder=tmp_path / "raw", patient_pattern=r"^(pt\d+)-")
+    assert load_json(folder / "dataset.json")["training"]["NORMAL_pt7-scan2"]["patient"] == "pt7"
+
+
+def test_a_16_bit_picture_reads_as_its_8_bit_self_in_conversion_and_prediction(tmp_path):
+    """Conversion and prediction read images through one function: a 16-bit PNG gives the array
+    of its 8-bit version (within the rounding of the 8-bit copy)."""
+    from autouad.utils.images import read_image
+    from dataset_conversion.common import read_grey_uint8
+    rng = np.random.default_rng(3)
+    values = (rng.random((16, 20)) * 65535).astype(np.uint16)
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(tmp_path / "x16.png"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.round(values / 257).astype(np.uint8)), str(tmp_path / "x8.png"))
+    assert np.abs(read_image(tmp_path / "x16.png")[0] - read_image(tmp_path / "x8.png")[0]).max() <= 0.5
+    assert np.array_equal(read_grey_uint8(tmp_path / "x16.png"), read_grey_uint8(tmp_path / "x8.png"))
