@@ -315,8 +315,8 @@ def brats_auto(args, work: Path, results: "Results") -> dict:
 
     start = time.perf_counter()
     name = dataset_folder(work / "raw", BRATS["id"]).name
-    task, folds, candidates, evidence, kernels, _ = gather(name, work / "raw", work / "preprocessed",
-                                                           work / "results", args.folds, quiet=True)
+    task, folds, candidates, evidence, kernels, _, _ = gather(name, work / "raw", work / "preprocessed",
+                                                              work / "results", args.folds, quiet=True)
     rows = leave_one_fold_out(evidence, candidates, folds, task, kernels)
     cases = [v for row in rows for v in row["per_case"].values() if "dice" in v]
     trained = [r for n, r in results.data["brats"].items()

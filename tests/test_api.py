@@ -167,7 +167,7 @@ def test_find_best_configuration_writes_instructions_that_predict_follows(demo_m
     assert run.record["configuration"] == chosen["configuration"] and run.num_predicted == 2
     assert run.record["warnings"] == instructions["warnings"]
 
-    task, folds, candidates, evidence, kernels, _ = gather(DATASET, folders["raw_folder"],
+    task, folds, candidates, evidence, kernels, _, _ = gather(DATASET, folders["raw_folder"],
                                                            folders["preprocessed_folder"],
                                                            folders["results_folder"], [0], quiet=True)
     pool = {c.name: c for c in candidates}

@@ -332,8 +332,10 @@ def write_instructions(instructions: dict, folder: Path) -> None:
 
 
 def gather(dataset_name: str, raw_folder: Path, preprocessed_folder: Path, results_folder: Path,
-           folds: list[int] | None, quiet: bool = False):
-    """(task, folds, candidates, evidence, kernels, plans) of a dataset's trained folds."""
+           folds: list[int] | None, quiet: bool = False, proxy: bool = False):
+    """(task, folds, candidates, evidence, kernels, plans, proxy) of a dataset's trained folds. Evidence from
+    the validation cases' masks or image labels; with neither (or ``proxy``), from synthetic
+    anomalies pasted into their normal tissue (autouad.selection.proxy)."""
     from autouad.dataset.raw_dataset import load_raw_dataset
     from autouad.planning.plans import load_plans
 
@@ -351,15 +353,26 @@ def gather(dataset_name: str, raw_folder: Path, preprocessed_folder: Path, resul
     dataset = load_raw_dataset(raw_folder / dataset_name)
     validation = {n for k in folds for n in splits[k]["val"]}
     cases = [c for c in dataset.training_cases() if c.case_id in validation]
-    if any(c.mask is not None for c in cases):
+    image_level = fingerprint["summary"]["dimension"] == 2 and not any(c.mask is not None for c in cases)
+    if not proxy and any(c.mask is not None for c in cases):
         task = "segmentation"
-    elif any(c.label is not None for c in cases):
+    elif not proxy and any(c.label is not None for c in cases):
         task = "image"
     else:
-        raise SelectionError(f"{raw_folder / dataset_name}: the validation cases have neither masks nor image labels; "
-                             f"selection without labels (a synthetic-anomaly proxy) is not built yet: predict with "
-                             f"the planner's method ({plans.method})")
+        proxy = True
+        task = "image" if image_level else "segmentation"
     candidates = method_candidates(folders, task == "image")
+    if proxy:
+        from autouad.selection.proxy import collect_proxy_evidence
+        if task == "image" and fingerprint["summary"]["dimension"] == 2:
+            candidates.append(Candidate(KNN, "knn", note="pixel kNN against the fold's normal training images"))
+        if task != "image":
+            candidates += intensity_candidates(fingerprint)
+        evidence = collect_proxy_evidence(raw_folder / dataset_name, splits, folds, candidates, fingerprint,
+                                          task == "image", quiet=quiet)
+        spacing = float(np.median([np.mean(c.spacing[1:]) for c in evidence]))
+        kernels = [0] if task == "image" else kernel_options(plans, spacing)
+        return task, folds, candidates, evidence, kernels, plans, True
     if task == "image":
         if fingerprint["summary"]["dimension"] == 2:
             candidates.append(Candidate(KNN, "knn", note="pixel kNN: 32x32 standardised images, distance to the "
@@ -373,15 +386,16 @@ def gather(dataset_name: str, raw_folder: Path, preprocessed_folder: Path, resul
         kernels = kernel_options(plans, spacing)
     if not candidates:
         raise SelectionError(f"{results_folder / dataset_name}: no candidate")
-    return task, folds, candidates, evidence, kernels, plans
+    return task, folds, candidates, evidence, kernels, plans, False
 
 
 def find_best_configuration(dataset_name: str, raw_folder: Path, preprocessed_folder: Path, results_folder: Path,
-                            folds: list[int] | None = None, quiet: bool = False, write: bool = True) -> dict:
+                            folds: list[int] | None = None, quiet: bool = False, write: bool = True,
+                            proxy: bool = False) -> dict:
     """Compare, choose, and write the inference instructions (returned as a dict)."""
     start = time.time()
-    task, folds, candidates, evidence, kernels, _ = gather(dataset_name, raw_folder, preprocessed_folder,
-                                                           results_folder, folds, quiet)
+    task, folds, candidates, evidence, kernels, _, proxy = gather(dataset_name, raw_folder, preprocessed_folder,
+                                                                  results_folder, folds, quiet, proxy)
     comparison = compare(evidence, candidates, folds, task, kernels, quiet)
     chosen = comparison.best
     warnings, interval = chance_warnings(comparison, chosen)
@@ -391,7 +405,10 @@ def find_best_configuration(dataset_name: str, raw_folder: Path, preprocessed_fo
         "dataset": dataset_name, "created": time.strftime("%Y-%m-%d %H:%M"), "task": task, "folds": folds,
         "dataset_facts": facts.to_dict(),
         "selection_metric": ("mean image AUROC of the folds (F1 at the label-free cut breaks ties)" if task == "image"
-                             else "mean subject-wise Dice at the configuration's own cut (pixel AUROC breaks ties)"),
+                             else "mean subject-wise Dice at the configuration's own cut (pixel AUROC breaks ties)")
+                            + ("; on synthetic anomalies pasted into the validation cases' normal tissue (a "
+                               "label-free proxy: no masks or image labels)" if proxy else ""),
+        "proxy": proxy,
         "fitting": ("each fold's cases scored with thresholds fitted on the other folds' cases" if len(folds) > 1 else
                     "one fold: thresholds fitted and scored on the same fold's cases (in-sample, optimistic)"),
         "chosen": dict(chosen.to_dict(), auroc_interval=interval, **deployable(comparison, evidence, chosen)),
