@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from autouad import __version__
 from autouad.paths import dataset_folder_name, raw_root
 from autouad.utils.files import load_json, save_json
-from autouad.utils.images import SUPPORTED_ENDINGS, file_ending
+from autouad.utils.images import SUPPORTED_ENDINGS, ImageReadError, file_ending, read_sitk, verify_file
 
 MODALITIES = ("MRI", "CT", "X-ray")
 ROLES = ("normal", "unlabeled")
@@ -223,10 +223,13 @@ class RawDatasetWriter:
         ending = self.meta["file_ending"]
         if isinstance(item, (str, Path)):
             src = Path(item)
+            damaged = verify_file(src)
+            if damaged:  # a converter must not copy a file that every later stage would refuse
+                raise ImageReadError(damaged[0])
             if not binary and file_ending(src) == ending:
                 shutil.copyfile(src, path)
                 return
-            item = sitk.ReadImage(str(src))
+            item = read_sitk(src)
         if isinstance(item, np.ndarray):
             array = item
             image = sitk.GetImageFromArray((array > 0).astype(np.uint8) if binary else array)
