@@ -191,8 +191,11 @@ class AutoUADPlanner:
                        f"({polarity['cases_bright']}/{polarity['cases']} cases brighter than their surroundings)")
             else:
                 side = "left" if self.modality == "CT" else "right"
-                why = ("no masks to measure polarity; CT lesions are usually darker than the organ" if side == "left"
-                       else "no masks to measure polarity; brain lesions are usually bright in FLAIR/T2")
+                why = {"CT": "no masks to measure polarity; CT lesions are usually darker than the organ",
+                       "X-ray": "no masks to measure polarity; opacities (pneumonia, masses) are brighter than "
+                                "aerated lung",
+                       }.get(self.modality, "no masks to measure polarity; brain lesions are usually bright in "
+                                            "FLAIR/T2")
             strategy["peak"] = "rightmost" if side == "right" else "leftmost"
             return strategy, f"ASC-Net's histogram-peak threshold of I_ro, {strategy['peak']} peak: {why}"
         image_level = self.plans["task"] == "image"

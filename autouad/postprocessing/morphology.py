@@ -9,6 +9,7 @@ the ROI is removed again, so a mask never leaves the brain or the liver.
 from __future__ import annotations
 
 import numpy as np
+from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice, get_bbox_from_mask, pad_bbox
 from scipy import ndimage
 
 OPERATIONS = ("opening", "closing")
@@ -48,13 +49,9 @@ def postprocess_cropped(mask: np.ndarray, region: np.ndarray, kernel: int) -> np
     the same result as on the whole volume, without opening and closing empty voxels."""
     if not mask.any():
         return mask
-    slices = np.flatnonzero(mask.any(axis=(1, 2)))
-    rows = np.flatnonzero(mask.any(axis=(0, 2)))
-    cols = np.flatnonzero(mask.any(axis=(0, 1)))
-    margin = 2 * kernel
-    box = (slice(slices[0], slices[-1] + 1),
-           slice(max(rows[0] - margin, 0), rows[-1] + 1 + margin),
-           slice(max(cols[0] - margin, 0), cols[-1] + 1 + margin))
+    box = get_bbox_from_mask(mask)
+    box = [box[0]] + pad_bbox(box[1:], 2 * kernel, mask.shape[1:])   # no padding across slices
+    where = bounding_box_to_slice(box)
     out = np.zeros_like(mask)
-    out[box] = postprocess_slices(mask[box], region[box], kernel)
+    out[where] = postprocess_slices(mask[where], region[where], kernel)
     return out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from acvl_utils.cropping_and_padding.bounding_boxes import get_bbox_from_mask
 
 # Air in CT is about -1000 HU, soft tissue about 0..100 HU; -500 separates the body from the air.
 CT_BODY_THRESHOLD_HU = -500.0
@@ -23,12 +24,6 @@ def foreground_mask(data: np.ndarray, roi: np.ndarray | None, modality: str) -> 
 
 
 def bounding_box(mask: np.ndarray) -> list[list[int]]:
-    """[[start, stop), ...] per axis of the True voxels; the whole array when mask is empty."""
-    if not mask.any():
-        return [[0, s] for s in mask.shape]
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        box.append([int(hits[0]), int(hits[-1]) + 1])
-    return box
+    """[[start, stop), ...] per axis of the True voxels of a (slices, rows, columns) mask; the whole
+    array when the mask is empty (acvl-utils' half-open boxes, as nnU-Net's)."""
+    return [[int(a), int(b)] for a, b in get_bbox_from_mask(np.asarray(mask, bool))]

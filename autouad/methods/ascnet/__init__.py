@@ -6,7 +6,8 @@ register(MethodSpec(
     trainer="autouad.methods.ascnet.trainer:ASCNetTrainer",
     paper="Dey & Hong, ASC-Net (MICCAI 2021, journal version): papers 000/001",
     needs=Requirements(normal_reference=True, unlabeled=True),
-    setting=Requirements(unlabeled=True),
+    # its papers' data: MRI and CT volumes (BraTS, LiTS, MS-SEG); on X-rays its I_ro follows brightness
+    setting=Requirements(unlabeled=True, modalities=("MRI", "CT")),
     setting_reason=("a normal reference and an unlabeled set: ASC-Net's setting (paper 000/001), which cuts the "
                     "unlabeled images against the reference distribution"),
     priority=30,

@@ -28,12 +28,16 @@ through M and, twice, through D; timings in docs/experiments.md).
   I_fc) and Loss_R, as in the paper's loss graph.
 
   Why not D in evaluation mode (what autouad did before, issue 26): the MAE against +-1 through a
-  tanh keeps pushing D's pre-activation outward until the tanh saturates; with running statistics
-  a trained D gives every fence cut D(I_fc) = -1.000, Loss_Cf sits at 2.0 and its gradient,
-  scaled by 1 - tanh^2, vanishes, so M never learns from D. Measured on BraTS-6 fold 0 (`fast`,
-  docs/notes_ascnet.md): D(I_fc) in evaluation mode -1.000 from the first cycle on, the gradient
-  Loss_Cf sends into the fence-cut decoder ~1e-9 of Loss_Cw's. With the statistics of the fence-cut
-  batch, D judges the batch against itself, does not saturate and passes a usable gradient.
+  tanh keeps pushing D's pre-activation outward until the tanh saturates; a D step of the `fast`
+  schedule ends at Loss_D 0.005 (outputs +-0.995), and with its running statistics D then scores
+  every fence cut -1.000: Loss_Cf sits at 2.0 and its gradient, scaled by 1 - tanh^2, vanishes
+  (BraTS-6 fold 0, `fast` on a GPU: from stage 1's second cycle on, a gradient norm of 5e-4 and
+  then exactly 0 in the fence-cut decoder, against 0.27 from Loss_Cw). With the statistics of the
+  fence-cut batch the frozen D passes 0.1-4 into that decoder, and in stage 2 M fools even the
+  evaluation-mode D (77-88 % of fence cuts on the reference side). That this helps the maps is
+  not established: at `fast` on BraTS-6 fold 0 the pixel AUROC of I_ro was lower with it in both
+  seeds measured (0.868 against 0.895, 0.390 against 0.668), and seeds alone move it by 0.2-0.5
+  (docs/notes_ascnet.md).
 
 Logged besides the losses: ``d_accuracy``, the share of a D batch that D puts on the right side of
 0 (reference slices > 0, fence cuts of I_in < 0) in the forward pass it trains on, and
