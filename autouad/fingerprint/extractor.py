@@ -9,6 +9,7 @@ import multiprocessing
 from pathlib import Path
 
 import numpy as np
+from acvl_utils.morphology.morphology_helper import label_with_component_sizes
 from scipy import ndimage
 
 from autouad.dataset.raw_dataset import RawDataset, load_raw_dataset
@@ -85,6 +86,15 @@ def postprocessing_loss(mask: np.ndarray, foreground: np.ndarray, spacing) -> di
     return out
 
 
+def lesion_sizes(mask: np.ndarray, spacing) -> dict:
+    """The connected components of a case's anomaly mask (acvl-utils' labelling, full connectivity):
+    how many, and each one's diameter as the sphere of its volume would have it, in millimetres."""
+    _, sizes = label_with_component_sizes(np.asarray(mask, bool))
+    voxel_mm3 = float(np.prod(spacing))
+    diameters = [float((6.0 * v * voxel_mm3 / np.pi) ** (1 / 3)) for v in sizes.values()]
+    return {"count": len(diameters), "diameters_mm": sorted(round(d, 2) for d in diameters)}
+
+
 def case_fingerprint(loaded: LoadedCase, modality: str, channel_names: list[str], protocol: str,
                      sample_seed: int) -> tuple[dict, dict]:
     """Returns (the case's fingerprint, foreground intensity samples per channel for pooling)."""
@@ -122,6 +132,7 @@ def case_fingerprint(loaded: LoadedCase, modality: str, channel_names: list[str]
         fp["polarity"] = None if polarity is None else dict(zip(channel_names, polarity))
         if mask.any():
             fp["postprocessing_loss"] = postprocessing_loss(mask, fg, loaded.spacing)
+            fp["lesions"] = lesion_sizes(mask, loaded.spacing)
     reference = slice_is_reference(case.role, protocol, slice_has_anomaly, n_slices) & slice_has_fg
     fp["reference_slices"] = int(reference.sum())
     return fp, samples
@@ -251,6 +262,11 @@ class DatasetFingerprintExtractor:
                     polarity[name] = {"median_contrast": median, "polarity": "bright" if median > 0 else "dark",
                                       "cases_bright": sum(v > 0 for v in contrasts), "cases": len(contrasts)}
             summary["anomaly_polarity"] = polarity
+            diameters = [d for c in masked for d in (c.get("lesions") or {}).get("diameters_mm", [])]
+            if diameters:
+                summary["lesions"] = {"count": len(diameters), "median_diameter_mm": float(np.median(diameters)),
+                                      "quartiles_mm": [float(np.percentile(diameters, 25)),
+                                                       float(np.percentile(diameters, 75))]}
             losses = [c["postprocessing_loss"] for c in masked if c.get("postprocessing_loss")]
             if losses:
                 # pooled over the training masks' voxels: the share each kernel size would erase

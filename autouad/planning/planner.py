@@ -228,6 +228,10 @@ class AutoUADPlanner:
             k, why = pp["kernel_size_small_anomalies"], "no masks to size anomalies: the smaller 5x5 kernel"
         paper_mm = float(pp.get("paper_pixel_mm", 1.0))
         losses = self.summary.get("postprocessing_loss")
+        lesions = self.summary.get("lesions")
+        if lesions:
+            why += (f"; the training masks hold {lesions['count']} lesions, median {lesions['median_diameter_mm']:.1f} "
+                    f"mm across (quartiles {lesions['quartiles_mm'][0]:.1f}-{lesions['quartiles_mm'][1]:.1f} mm)")
         if losses:
             # the masks decide how large a kernel they survive: never one that erases more than
             # MAX_POSTPROCESSING_LOSS of the training masks' voxels (small lesions vanish under a wide one)
