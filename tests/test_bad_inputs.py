@@ -118,7 +118,8 @@ def bad_volumes(folder: Path, good: Path) -> dict[str, str]:
     with_nan[1, 1, 1] = np.nan
     nibabel.save(nibabel.Nifti1Image(with_nan.transpose(2, 1, 0), np.eye(4)), str(folder / "nan_0000.nii.gz"))
     nifti(folder / "constant_0000.nii.gz", np.full(array.shape, 7.0))
-    nibabel.save(nibabel.Nifti1Image(np.zeros((5, 6, 7, 2), np.float32), np.eye(4)), str(folder / "fourd_0000.nii.gz"))
+    nibabel.save(nibabel.Nifti1Image(np.random.default_rng(0).random((5, 6, 7, 2)).astype(np.float32), np.eye(4)),
+                 str(folder / "fourd_0000.nii.gz"))
     sitk.WriteImage(sitk.GetImageFromArray((np.random.default_rng(0).random((20, 24)) * 255).astype(np.uint8)),
                     str(folder / "flat_0000.png"))
     small = folder / "huge_0000.nii"

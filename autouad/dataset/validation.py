@@ -178,6 +178,9 @@ def assemble_case(case: CaseFiles, channels: list[tuple[str, np.ndarray, Geometr
     canonical orientation; ``channels`` and ``extras`` hold (what to call it, array, geometry)."""
     geometries = []
     for where, array, geometry in channels:
+        if len(geometry.size) not in (2, 3):   # before any check of the voxels, which mean nothing then
+            problems.append(f"{where}: {len(geometry.size)}D images are not supported (2D images and 3D volumes)")
+            continue
         if float(array.max()) == float(array.min()):
             problems.append(f"{where}: image is constant (every voxel {float(array.min()):g})")
         geometries.append((where, geometry))

@@ -20,6 +20,7 @@ maps TIFF (JPEG would alter a mask, PNG cannot hold floats); .mhd inputs give .m
 """
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
@@ -155,6 +156,12 @@ def check_folders(input_folder: Path, output_folder: Path, roi_folder: Path | No
         if folder is not None and Path(folder).resolve() in (output, *output.parents):
             raise PredictionError(f"{output_folder}: the output must not lie in the {what} folder {folder}; "
                                   f"autouad never writes among the inputs")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PredictionError(f"{output_folder}: cannot make the output folder ({e.strerror})") from None
+    if not os.access(output, os.W_OK):
+        raise PredictionError(f"{output_folder}: the output folder is not writable")
 
 
 def trained_folds(model_folder: Path) -> list[int]:

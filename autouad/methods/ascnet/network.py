@@ -10,6 +10,9 @@ activations), then 2x2 max pooling and dropout 0.3; 32, 64, 128, 256 maps; a tra
 3x3 convolutions with 512 maps and batch normalisation. Decoders mirror it with 2D transposed
 convolutions in place of the poolings, with as many maps as the mirrored encoder block.
 
+The convolution blocks are dynamic-network-architectures' StackedConvBlocks (nnU-Net's), set to the
+paper's layers; pooling, transposed convolutions, skip concatenation and the heads are plain torch.
+
 Where the paper is silent (a documented choice each):
 * transposed convolutions are 2x2 with stride 2, the exact inverse of the 2x2 pooling;
 * the decoders apply the same dropout after each skip concatenation, mirroring the encoder;
@@ -18,15 +21,36 @@ Where the paper is silent (a documented choice each):
 """
 from __future__ import annotations
 
+import re
+
 import torch
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from torch import nn
 
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """Two 3x3 convolutions, each followed by batch normalisation and ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+def conv_block(in_channels: int, out_channels: int) -> StackedConvBlocks:
+    """Two 3x3 convolutions (with bias), each followed by batch normalisation and ReLU: nnU-Net's
+    building block (dynamic-network-architectures) configured to the paper's."""
+    return StackedConvBlocks(2, nn.Conv2d, in_channels, out_channels, 3, 1, conv_bias=True, norm_op=nn.BatchNorm2d,
+                             norm_op_kwargs={}, nonlin=nn.ReLU, nonlin_kwargs={"inplace": True})
+
+
+# Before the blocks came from dynamic-network-architectures a block was an nn.Sequential of
+# conv, BN, ReLU, conv, BN, ReLU: index -> (convolution of the block, its part)
+_SEQUENTIAL_LAYOUT = {"0": ("0", "conv"), "1": ("0", "norm"), "3": ("1", "conv"), "4": ("1", "norm")}
+
+
+def upgrade_block_keys(state_dict: dict, prefix: str, *args) -> None:
+    """A load_state_dict pre-hook: weights saved with the earlier nn.Sequential blocks load into the
+    StackedConvBlocks ones (same tensors, same order; checkpoints and optimizer states stay valid)."""
+    for key in list(state_dict):
+        m = re.match(rf"^{re.escape(prefix)}(blocks\.\d+|transition)\.(\d)\.(\w+)$", key)
+        if m and m.group(2) in _SEQUENTIAL_LAYOUT:
+            conv, part = _SEQUENTIAL_LAYOUT[m.group(2)]
+            value = state_dict.pop(key)
+            block = f"{prefix}{m.group(1)}.convs.{conv}"
+            state_dict[f"{block}.{part}.{m.group(3)}"] = value
+            state_dict[f"{block}.all_modules.{0 if part == 'conv' else 1}.{m.group(3)}"] = value
 
 
 class ASCEncoder(nn.Module):
@@ -41,6 +65,7 @@ class ASCEncoder(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.dropout = nn.Dropout(dropout)
         self.transition = conv_block(channels, transition)
+        self._register_load_state_dict_pre_hook(upgrade_block_keys)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []
@@ -64,6 +89,7 @@ class ASCDecoder(nn.Module):
             channels = f
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Conv2d(channels, out_channels, 1)
+        self._register_load_state_dict_pre_hook(upgrade_block_keys)
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         for up, block, skip in zip(self.ups, self.blocks, reversed(skips)):

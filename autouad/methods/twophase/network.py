@@ -18,7 +18,9 @@ denoising auto-encoder (MIDL 2022). Where the paper is silent we follow the auth
   by their standard deviation (unbiased, + 1e-5), recomputed at every forward pass; the stored
   weights stay free parameters.
 
-Slices must have sides divisible by 8 (three halvings). The plans' ``network.restoration_features``
+The blocks are dynamic-network-architectures' conv-norm-nonlinearity units (nnU-Net's) with a
+weight-standardised, reflection-padded convolution and the paper's GroupNorm; pooling, upsampling,
+skips and head are plain torch. Slices must have sides divisible by 8 (three halvings). The plans' ``network.restoration_features``
 may change the widths (the tests use narrow ones).
 
 The segmentation net is DRAEM's discriminative sub-network (``draem_network.py``): the paper builds
@@ -26,8 +28,11 @@ on "the DRAEM-similar architecture" and its ablation (Table 2) changes only the 
 """
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 from torch import nn
 
 DEFAULT_RESTORATION_FEATURES = (64, 128, 256, 512)
@@ -51,23 +56,59 @@ class WeightStandardizedConv2d(nn.Conv2d):
         return centred / std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.standardized_weight(), self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+        # nn.Conv2d's own forward path, so that a padding mode other than zeros is honoured
+        return self._conv_forward(x, self.standardized_weight(), self.bias)
+
+
+class ReflectPaddedWSConv2d(WeightStandardizedConv2d):
+    """The paper's block convolution: weight-standardised, reflection-padded (the authors' U-Net pads
+    by reflection), made by dynamic-network-architectures with the padding it asks for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **dict(kwargs, padding_mode="reflect"))
+
+
+class GroupNormOfChannels(nn.GroupNorm):
+    """GroupNorm built from the channel count alone (dynamic-network-architectures passes only that),
+    with Kascenas et al.'s group rule (group_count)."""
+
+    def __init__(self, num_channels: int):
+        super().__init__(group_count(num_channels), num_channels)
 
 
 class ConvBlock(nn.Module):
-    """[reflection pad -> 3x3 weight-standardised conv -> swish -> GroupNorm] x 2."""
+    """[reflection-padded 3x3 weight-standardised conv -> swish -> GroupNorm] x 2, each a
+    dynamic-network-architectures ConvDropoutNormReLU (nnU-Net's) set to the paper's layers
+    (activation before the norm: ``nonlin_first``); laid out as its StackedConvBlocks (``convs``),
+    which builds its later convolutions with scalar sizes that only torch's own conv classes accept."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        layers = []
-        for c_in in (in_channels, out_channels):
-            layers += [nn.ReflectionPad2d(1), WeightStandardizedConv2d(c_in, out_channels, 3), nn.SiLU(),
-                       nn.GroupNorm(group_count(out_channels), out_channels)]
-        self.layers = nn.Sequential(*layers)
+        self.convs = nn.Sequential(*[
+            ConvDropoutNormReLU(ReflectPaddedWSConv2d, c, out_channels, [3, 3], [1, 1], conv_bias=True,
+                                norm_op=GroupNormOfChannels, nonlin=nn.SiLU, nonlin_first=True)
+            for c in (in_channels, out_channels)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        return self.convs(x)
+
+
+# Before the blocks came from dynamic-network-architectures a block was ``layers``, an nn.Sequential
+# of [pad, conv, SiLU, GroupNorm] x 2: index -> (convolution of the block, its part, its all_modules index)
+_SEQUENTIAL_LAYOUT = {"1": ("0", "conv", 0), "3": ("0", "norm", 2), "5": ("1", "conv", 0), "7": ("1", "norm", 2)}
+
+
+def upgrade_block_keys(state_dict: dict, prefix: str, *args) -> None:
+    """A load_state_dict pre-hook: weights saved with the earlier ConvBlock (``layers.N``) load into
+    the StackedConvBlocks ones (same tensors, same order: checkpoints and optimizer states stay valid)."""
+    for key in list(state_dict):
+        m = re.match(rf"^{re.escape(prefix)}((?:encoder|decoder)\.\d+)\.layers\.(\d)\.(\w+)$", key)
+        if m and m.group(2) in _SEQUENTIAL_LAYOUT:
+            conv, part, index = _SEQUENTIAL_LAYOUT[m.group(2)]
+            value = state_dict.pop(key)
+            block = f"{prefix}{m.group(1)}.convs.{conv}"
+            state_dict[f"{block}.{part}.{m.group(3)}"] = value
+            state_dict[f"{block}.all_modules.{index}.{m.group(3)}"] = value
 
 
 class RestorationUNet(nn.Module):
@@ -92,6 +133,7 @@ class RestorationUNet(nn.Module):
             self.decoder.append(ConvBlock(2 * f, f))
             previous = f
         self.head = nn.Conv2d(previous, out_channels, kernel_size=1)
+        self._register_load_state_dict_pre_hook(upgrade_block_keys)
 
     @property
     def divisor(self) -> int:
