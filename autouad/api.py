@@ -41,7 +41,7 @@ def plan_and_preprocess(dataset: str | int, *, method: str | None = None, schedu
                         num_folds: int | None = None, planner: str | type | None = None,
                         plans_name: str | None = None, memory_budget_gb: float = 8.0, num_processes: int = 2,
                         steps: tuple[str, ...] = PLANNING_STEPS, verify_only: bool = False,
-                        raw_folder: str | Path | None = None,
+                        all_channels: bool = False, raw_folder: str | Path | None = None,
                         preprocessed_folder: str | Path | None = None) -> PlanningResult:
     """Validate the raw dataset and write its fingerprint, plan (``plans.json``, or
     ``autouadPlans_<method>.json`` for a named ``method``) and preprocess, or the ``steps`` given
@@ -80,13 +80,13 @@ def plan_and_preprocess(dataset: str | int, *, method: str | None = None, schedu
         fingerprint = load_json(out / FINGERPRINT_FILE)
     if not {"plan", "preprocess"} & set(steps):
         return PlanningResult(name, fingerprint, seconds=time.time() - start)
-    plans_name = plans_name or default_plans_name(method)
+    plans_name = plans_name or default_plans_name(method, all_channels)
     plans_path = out / plans_file_name(plans_name)
     if "plan" in steps:
         planner_class = planner if isinstance(planner, type) else load_planner_class(planner)
         plans = plan_dataset(fingerprint, out, planner_class, plans_file=plans_path.name, method=method,
                              schedule=schedule, num_folds=num_folds, memory_budget_gb=memory_budget_gb,
-                             plans_name=plans_name)
+                             plans_name=plans_name, all_channels=all_channels)
         print_plan(plans)
     else:
         plans = load_plans(plans_path)
@@ -156,10 +156,13 @@ def train_candidates(dataset: str | int, fold: int | str | list[int], *, schedul
                      num_processes: int = 2, **train_options) -> dict[str, list]:
     """Train every candidate method of the plans (``plans.json``'s ``candidates``, in their order) on
     ``fold``: each is planned and preprocessed first when it has no plans yet (with the planner's
-    schedule), and folds already trained are reused (an interrupted one continues). Returns
-    {method: [TrainedFold]}; then ``find_best_configuration`` compares them."""
+    schedule), and folds already trained are reused (an interrupted one continues). A candidate
+    marked ``all_channels`` (a multi-channel dataset: the first method on every channel, not its
+    paper's one) gets its own plans, ``autouadPlans_<method>_allchannels``. Returns
+    {method or method:allchannels: [TrainedFold]}; then ``find_best_configuration`` compares them."""
     from autouad.planning.plans import load_plans
     from autouad.planning.plans_files import default_plans_name, plans_file_name
+    from autouad.selection.evidence import ALL_CHANNELS_SUFFIX
     from autouad.training.run import fold_output_folder, trained_fold_from_folder
 
     preprocessed_root, results_root = folder("preprocessed", preprocessed_folder), folder("results", results_folder)
@@ -170,24 +173,26 @@ def train_candidates(dataset: str | int, fold: int | str | list[int], *, schedul
     trained = {}
     for index, candidate in enumerate(default.candidates):
         method = candidate.method
-        plans_name = None if index == 0 and method == default.method else default_plans_name(method)
+        plans_name = (None if index == 0 and method == default.method
+                      else default_plans_name(method, candidate.all_channels))
         plans_path = preprocessed_root / name / plans_file_name(plans_name)
         if not plans_path.is_file():
             plan_and_preprocess(name, method=method, schedule=schedule or default.schedule.get("name"),
                                 num_processes=num_processes, steps=("plan", "preprocess"), raw_folder=raw_folder,
-                                preprocessed_folder=preprocessed_folder)
+                                preprocessed_folder=preprocessed_folder, all_channels=candidate.all_channels)
         plans = load_plans(plans_path)
-        trained[method] = []
+        key = method + (ALL_CHANNELS_SUFFIX if candidate.all_channels else "")
+        trained[key] = []
         for k in folds:
             output = fold_output_folder(results_root, name, plans, k)
             if (output / "model.pt").is_file():
-                print(f"{method} fold {k}: trained, calibrated and saved by an earlier run; reused")
-                trained[method].append(trained_fold_from_folder(output))
+                print(f"{key} fold {k}: trained, calibrated and saved by an earlier run; reused")
+                trained[key].append(trained_fold_from_folder(output))
                 continue
-            trained[method] += train(name, k, method, schedule, plans_name=plans_name, device=device,
-                                     continue_training=(output / "checkpoint_latest.pt").is_file(),
-                                     preprocessed_folder=preprocessed_root, results_folder=results_root,
-                                     **train_options)
+            trained[key] += train(name, k, method, schedule, plans_name=plans_name, device=device,
+                                  continue_training=(output / "checkpoint_latest.pt").is_file(),
+                                  preprocessed_folder=preprocessed_root, results_folder=results_root,
+                                  **train_options)
     return trained
 
 

@@ -195,3 +195,23 @@ def test_small_lesions_keep_a_kernel_that_does_not_erase_them(tmp_path):
     assert f"at most {allowed} mm" in p["reasons"]["postprocessing"]
     fp["summary"]["postprocessing_loss"] = {size: 0.5 for size in kept}   # nothing survives: no post-processing
     assert plan(tmp_path / "none", fp, method="caae")["postprocessing"] == {"enabled": False}
+
+
+def test_multichannel_data_adds_an_every_channel_candidate(tmp_path):
+    fp = fingerprint()
+    fp["channel_names"] = ["T1", "FLAIR"]
+    fp["summary"]["anomaly_polarity"] = {
+        "T1": {"median_contrast": -0.1, "polarity": "dark", "cases_bright": 1, "cases": 4},
+        "FLAIR": {"median_contrast": 1.5, "polarity": "bright", "cases_bright": 4, "cases": 4}}
+    p = plan(tmp_path, fp)
+    # the paper's method reads one sequence (the most contrasted); its every-channel variant is the next candidate
+    assert p["input_channels"] == [1]
+    assert p["candidates"][1]["method"] == p["candidates"][0]["method"] and p["candidates"][1]["all_channels"]
+    assert not any(c["all_channels"] for i, c in enumerate(p["candidates"]) if i != 1)
+    variant = plan(tmp_path, fp, method=p["method"], all_channels=True, plans_name="autouadPlans_x_allchannels")
+    assert variant["input_channels"] == [0, 1] and "every channel" in variant["reasons"]["input_channels"]
+    # ASC-Net's histogram peak is read on FLAIR's channel of I_ro, the bright side
+    if variant["method"] == "ascnet":
+        assert variant["threshold"]["channel"] == 1 and variant["threshold"]["peak"] == "rightmost"
+    # a one-channel dataset has no such variant
+    assert not any(c["all_channels"] for c in plan(tmp_path, fingerprint())["candidates"])

@@ -40,11 +40,12 @@ class AutoUADPlanner:
 
     def __init__(self, fingerprint: dict, preprocessed_folder: str | Path, method: str | None = None,
                  schedule: str | None = None, num_folds: int | None = None, memory_budget_gb: float = 8.0,
-                 plans_name: str | None = None):
+                 plans_name: str | None = None, all_channels: bool = False):
         self.fingerprint = fingerprint
         self.summary = fingerprint["summary"]
         self.preprocessed_folder = Path(preprocessed_folder)
-        self.requested = {"method": method, "schedule": schedule, "num_folds": num_folds}
+        self.requested = {"method": method, "schedule": schedule, "num_folds": num_folds,
+                          "all_channels": all_channels or None}
         self.memory_budget_gb = memory_budget_gb
         if plans_name:
             self.plans_name = plans_name
@@ -92,6 +93,14 @@ class AutoUADPlanner:
         listed = [{"method": spec.name, "reason": reason} for spec, reason in candidates_for(situation)]
         if not listed:
             raise PlanningError("no registered method can train on this data situation")
+        names = self.fingerprint["channel_names"]
+        first = load_method_plans(listed[0]["method"])
+        if len(names) > first.get("input", {}).get("channels", 1):
+            # the papers read one sequence; several may help: the first method on every channel too,
+            # and find_best_configuration decides out of fold
+            listed.insert(1, {"method": listed[0]["method"], "all_channels": True,
+                              "reason": f"{listed[0]['method']} on every channel ({', '.join(names)}) instead of its "
+                                        f"paper's one: decided out of fold"})
         return listed, "the registered methods whose needs the data meets, their paper's setting first"
 
     def choose_method(self) -> tuple[str, str]:
@@ -121,6 +130,10 @@ class AutoUADPlanner:
         wanted = self.settings.get("input", {}).get("channels", 1)
         if len(names) <= wanted:
             return list(range(len(names))), "every channel the dataset has"
+        if self.requested["all_channels"]:
+            return list(range(len(names))), (f"every channel ({', '.join(names)}), asked for: whether channels beyond "
+                                             f"the paper's {wanted} help is decided out of fold by "
+                                             f"find_best_configuration")
         polarity = self.summary.get("anomaly_polarity") or {}
         if polarity:
             best = max(names, key=lambda n: abs(polarity.get(n, {}).get("median_contrast", 0.0)))
@@ -183,8 +196,14 @@ class AutoUADPlanner:
         strategy = dict(self.settings["threshold"])
         strategy.pop("note", None)
         if strategy["strategy"] == "histogram_peak":
-            channel = self.fingerprint["channel_names"][self.plans["input_channels"][0]]
-            polarity = (self.summary.get("anomaly_polarity") or {}).get(channel)
+            names = [self.fingerprint["channel_names"][i] for i in self.plans["input_channels"]]
+            measured = self.summary.get("anomaly_polarity") or {}
+            # several channels: the output's channel the anomalies contrast most in carries the peaks
+            position = max(range(len(names)), key=lambda i: abs(measured.get(names[i], {}).get("median_contrast", 0)))
+            if len(names) > 1:
+                strategy["channel"] = position
+            channel = names[position]
+            polarity = measured.get(channel)
             if polarity:
                 side = "right" if polarity["polarity"] == "bright" else "left"
                 why = (f"the anomalies are {polarity['polarity']} in {channel} "

@@ -58,6 +58,9 @@ class ThresholdPlan:
     cut: Literal["valley", "peak"] | None = None
     peak: Literal["rightmost", "leftmost"] | None = None
     percentile: float | None = None
+    # histogram_peak with several input channels: the position (within input_channels) of the channel
+    # of the output image whose histogram is read, the one the anomalies contrast most in
+    channel: int | None = None
 
 
 @dataclass
@@ -80,6 +83,7 @@ class FoldsPlan:
 class Candidate:
     method: str
     reason: str
+    all_channels: bool = False         # the method on every channel instead of its paper's one
 
 
 @dataclass

@@ -18,8 +18,10 @@ def plans_file_name(plans_name: str | None) -> str:
     return "plans.json" if plans_name in (None, DEFAULT_PLANS_NAME) else f"{plans_name}.json"
 
 
-def default_plans_name(method: str | None) -> str:
-    return f"{DEFAULT_PLANS_NAME}_{method}" if method else DEFAULT_PLANS_NAME
+def default_plans_name(method: str | None, all_channels: bool = False) -> str:
+    if not method:
+        return DEFAULT_PLANS_NAME
+    return f"{DEFAULT_PLANS_NAME}_{method}" + ("_allchannels" if all_channels else "")
 
 
 class PlansNotFoundError(FileNotFoundError):

@@ -33,6 +33,7 @@ from autouad.utils.progress import progress
 
 INTENSITY = "intensity"
 KNN = "pixel_knn"
+ALL_CHANNELS_SUFFIX = ":allchannels"  # a method trained on every channel instead of its paper's one
 
 
 class SelectionError(Exception):
@@ -96,17 +97,25 @@ def robust_z(values: np.ndarray) -> np.ndarray:
 
 # ---- which candidates a dataset has -------------------------------------------------------------------------
 def trained_method_folders(results_dataset_folder: Path, folds: list[int]) -> dict[str, Path]:
-    """method -> its model folder, for every method whose folds all have validation maps; the
-    planner's own plans (``<method>__autouadPlans``) win over a method's named plans."""
+    """candidate name -> its model folder, for every trained method whose folds all have validation
+    maps. A method is named by itself, or ``<method>:allchannels`` when trained on every channel
+    (plans ``autouadPlans_<method>_allchannels``); the planner's own plans (``<method>__autouadPlans``)
+    win over a method's named plans of the same channels."""
     found: dict[str, Path] = {}
     for folder in sorted(Path(results_dataset_folder).glob("*__*")):
         method, plans_name = folder.name.split("__", 1)
         if not all((folder / f"fold_{k}" / "validation" / "maps.json").is_file()
                    and (folder / f"fold_{k}" / "threshold.json").is_file() for k in folds):
             continue
-        if method not in found or plans_name == "autouadPlans":
-            found[method] = folder
+        key = f"{method}{ALL_CHANNELS_SUFFIX}" if plans_name.endswith("_allchannels") else method
+        if key not in found or plans_name == "autouadPlans":
+            found[key] = folder
     return found
+
+
+def method_of(candidate_name: str) -> str:
+    """The registered method behind a candidate name (``caae``, ``caae:allchannels``, ``caae[max]``)."""
+    return candidate_name.split("[")[0].split(":")[0]
 
 
 def method_candidates(model_folders: dict[str, Path], image_level: bool) -> list[Candidate]:
@@ -114,7 +123,8 @@ def method_candidates(model_folders: dict[str, Path], image_level: bool) -> list
     from autouad.planning.plans import load_plans
 
     candidates = []
-    for method, folder in model_folders.items():
+    for name, folder in model_folders.items():
+        method = method_of(name)
         plans = load_plans(folder / "plans.json")
         trainer = get_method(method).trainer_class()
         side = load_json(folder / "fold_0" / "threshold.json")["anomalous_side"] \
@@ -126,12 +136,12 @@ def method_candidates(model_folders: dict[str, Path], image_level: bool) -> list
         if image_level:
             paper = get_method(method).image_score
             for score in IMAGE_SCORES:
-                candidates.append(Candidate(f"{method}[{score}]", "method", str(folder), value_range, side,
+                candidates.append(Candidate(f"{name}[{score}]", "method", str(folder), value_range, side,
                                             image_score=score,
                                             note=f"{plans.plans_name}; image score {score}"
                                                  + (" (its paper's)" if score == paper else "")))
         else:
-            candidates.append(Candidate(method, "method", str(folder), value_range, side, note=plans.plans_name))
+            candidates.append(Candidate(name, "method", str(folder), value_range, side, note=plans.plans_name))
     return candidates
 
 

@@ -21,11 +21,11 @@ Where the paper is silent (a documented choice each):
 """
 from __future__ import annotations
 
-import re
-
 import torch
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from torch import nn
+
+from autouad.methods.legacy_keys import CONV_NORM_RELU_X2, rename_legacy_keys
 
 
 def conv_block(in_channels: int, out_channels: int) -> StackedConvBlocks:
@@ -35,22 +35,10 @@ def conv_block(in_channels: int, out_channels: int) -> StackedConvBlocks:
                              norm_op_kwargs={}, nonlin=nn.ReLU, nonlin_kwargs={"inplace": True})
 
 
-# Before the blocks came from dynamic-network-architectures a block was an nn.Sequential of
-# conv, BN, ReLU, conv, BN, ReLU: index -> (convolution of the block, its part)
-_SEQUENTIAL_LAYOUT = {"0": ("0", "conv"), "1": ("0", "norm"), "3": ("1", "conv"), "4": ("1", "norm")}
-
-
 def upgrade_block_keys(state_dict: dict, prefix: str, *args) -> None:
-    """A load_state_dict pre-hook: weights saved with the earlier nn.Sequential blocks load into the
-    StackedConvBlocks ones (same tensors, same order; checkpoints and optimizer states stay valid)."""
-    for key in list(state_dict):
-        m = re.match(rf"^{re.escape(prefix)}(blocks\.\d+|transition)\.(\d)\.(\w+)$", key)
-        if m and m.group(2) in _SEQUENTIAL_LAYOUT:
-            conv, part = _SEQUENTIAL_LAYOUT[m.group(2)]
-            value = state_dict.pop(key)
-            block = f"{prefix}{m.group(1)}.convs.{conv}"
-            state_dict[f"{block}.{part}.{m.group(3)}"] = value
-            state_dict[f"{block}.all_modules.{0 if part == 'conv' else 1}.{m.group(3)}"] = value
+    """A load_state_dict pre-hook: weights saved when a block was an nn.Sequential of conv, BN, ReLU,
+    conv, BN, ReLU load into the StackedConvBlocks ones."""
+    rename_legacy_keys(state_dict, prefix, r"((?:blocks\.\d+|transition)\.)(\d)\.(\w+)", CONV_NORM_RELU_X2)
 
 
 class ASCEncoder(nn.Module):

@@ -269,4 +269,5 @@ class ASCNetTrainer(AutoUADTrainer):
 
     # ---- inference -------------------------------------------------------------------------------
     def predict_anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
-        return self.networks["M"](images)[2][:, 0]
+        """I_ro; with several input channels the one the planner's threshold reads (the most contrasted)."""
+        return self.networks["M"](images)[2][:, self.plans.threshold.channel or 0]

@@ -27,6 +27,12 @@ Decoder, the mirror image:
     up block 256 -> 128, 128 -> 64, 64 -> 32            32 maps  H   x W
     BN -> ReLU -> 3x3 conv 32 -> C (with bias, no activation: the inputs are z-scored)
 
+Why torch layers and not dynamic-network-architectures' blocks (which ASC-Net, DRAEM and the
+two-phase net use): its residual blocks (BasicBlockD, BottleneckD) are post-activation, conv-norm-
+nonlin-conv-norm, add, nonlin, with an average-pooling shortcut when they stride, and its decoders
+upsample by transposed convolution; the pre-activation blocks and nearest-upsampling up blocks
+above are a different function that those blocks cannot be configured to compute.
+
 Latent critic (WGAN-GP, paper eq. 5): an MLP latent -> 512 -> 512 -> 1 with LeakyReLU(0.2) and no
 normalisation, since batch normalisation would make the gradient penalty, which is per sample,
 depend on the other samples of the batch (Gulrajani et al. 2017, section 4).

@@ -27,6 +27,12 @@ Choices where the paper's table is silent or loose, each as in the authors' publ
   stride 1 and padding 3 is a convolution with a flipped kernel: the same function family; the
   authors' code uses Conv2d). No bias, as in the authors' code.
 
+Why torch layers and not dynamic-network-architectures' blocks: StarGAN's residual block has no
+activation after the sum, while DNA's BasicBlockD applies one (and uses its single ``nonlin`` for
+both places); its decoders have no transposed conv + instance-norm + ReLU unit; and the PatchGAN
+discriminator is a plain stack of strided convolutions. Expressing table 3 with those blocks would
+change the network, so it is written with torch layers.
+
 PatchGAN discriminator (table 2): 4x4 stride-2 convolutions (padding 1, with bias) with 64, 128,
 ..., 2048 maps, each followed by LeakyReLU(0.01), then a 3x3 stride-1 convolution to one map: a grid
 of patch scores, (B, 1, H/64, W/64) for six layers. No normalisation (WGAN-GP's gradient penalty is

@@ -2,7 +2,10 @@
 
 Every convolution is 3x3 with zero padding 1 and a bias, followed by batch normalisation and ReLU,
 except the output convolution; downsampling is 2x2 max pooling, upsampling bilinear (corners
-aligned) followed by a conv-BN-ReLU. ``b`` is the base width.
+aligned) followed by a conv-BN-ReLU. ``b`` is the base width. The conv-BN-ReLU units and their pairs
+are dynamic-network-architectures' ConvDropoutNormReLU and StackedConvBlocks (nnU-Net's) set to
+these layers; its U-Net decoders upsample with transposed convolutions, not DRAEM's bilinear
+upsampling and conv, so the pooling, upsampling, skips and heads are plain torch.
 
 Reconstructive sub-network (an auto-encoder, no skip connections; b = 128):
 
@@ -23,24 +26,46 @@ divisible by 16 (reconstructive) and 32 (discriminative): the plans' ``slice_siz
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU, StackedConvBlocks
 from torch import nn
+
+from autouad.methods.legacy_keys import CONV_NORM_RELU_X2, rename_legacy_keys
 
 RECONSTRUCTIVE_BASE_WIDTH = 128
 DISCRIMINATIVE_BASE_WIDTH = 64
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
-    return [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+def upgrade_sequential_keys(state_dict: dict, prefix: str, *args, layout: dict) -> None:
+    """A load_state_dict pre-hook of one block that was an nn.Sequential: its ``<index>.<param>``
+    keys get the names ``layout`` gives them."""
+    rename_legacy_keys(state_dict, prefix, r"()(\d)\.(\w+)", layout)
 
 
-def double_conv(in_channels: int, middle_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(*conv_bn_relu(in_channels, middle_channels), *conv_bn_relu(middle_channels, out_channels))
+def conv_bn_relu(in_channels: int, out_channels: int) -> ConvDropoutNormReLU:
+    return ConvDropoutNormReLU(nn.Conv2d, in_channels, out_channels, 3, 1, conv_bias=True, norm_op=nn.BatchNorm2d,
+                               norm_op_kwargs={}, nonlin=nn.ReLU, nonlin_kwargs={"inplace": True})
+
+
+def double_conv(in_channels: int, middle_channels: int, out_channels: int) -> StackedConvBlocks:
+    block = StackedConvBlocks(2, nn.Conv2d, in_channels, [middle_channels, out_channels], 3, 1, conv_bias=True,
+                              norm_op=nn.BatchNorm2d, norm_op_kwargs={}, nonlin=nn.ReLU, nonlin_kwargs={"inplace": True})
+    # weights saved when the block was an nn.Sequential of conv, BN, ReLU, conv, BN, ReLU
+    block._register_load_state_dict_pre_hook(partial(upgrade_sequential_keys, layout=CONV_NORM_RELU_X2))
+    return block
+
+
+# the upsampling block was nn.Sequential(Upsample, conv, BN, ReLU): index -> the new names
+_UPSAMPLE_LAYOUT = {"1": ("1.conv", "1.all_modules.0"), "2": ("1.norm", "1.all_modules.1")}
 
 
 def upsample_conv(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-                         *conv_bn_relu(in_channels, out_channels))
+    block = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+                          conv_bn_relu(in_channels, out_channels))
+    block._register_load_state_dict_pre_hook(partial(upgrade_sequential_keys, layout=_UPSAMPLE_LAYOUT))
+    return block
 
 
 def check_divisible(x: torch.Tensor, divisor: int) -> None:

@@ -28,12 +28,12 @@ on "the DRAEM-similar architecture" and its ablation (Table 2) changes only the 
 """
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 from torch import nn
+
+from autouad.methods.legacy_keys import rename_legacy_keys
 
 DEFAULT_RESTORATION_FEATURES = (64, 128, 256, 512)
 
@@ -94,21 +94,15 @@ class ConvBlock(nn.Module):
 
 
 # Before the blocks came from dynamic-network-architectures a block was ``layers``, an nn.Sequential
-# of [pad, conv, SiLU, GroupNorm] x 2: index -> (convolution of the block, its part, its all_modules index)
-_SEQUENTIAL_LAYOUT = {"1": ("0", "conv", 0), "3": ("0", "norm", 2), "5": ("1", "conv", 0), "7": ("1", "norm", 2)}
+# of [pad, conv, SiLU, GroupNorm] x 2: index -> the new names of the same tensor
+_SEQUENTIAL_LAYOUT = {"1": ("convs.0.conv", "convs.0.all_modules.0"), "3": ("convs.0.norm", "convs.0.all_modules.2"),
+                      "5": ("convs.1.conv", "convs.1.all_modules.0"), "7": ("convs.1.norm", "convs.1.all_modules.2")}
 
 
 def upgrade_block_keys(state_dict: dict, prefix: str, *args) -> None:
     """A load_state_dict pre-hook: weights saved with the earlier ConvBlock (``layers.N``) load into
-    the StackedConvBlocks ones (same tensors, same order: checkpoints and optimizer states stay valid)."""
-    for key in list(state_dict):
-        m = re.match(rf"^{re.escape(prefix)}((?:encoder|decoder)\.\d+)\.layers\.(\d)\.(\w+)$", key)
-        if m and m.group(2) in _SEQUENTIAL_LAYOUT:
-            conv, part, index = _SEQUENTIAL_LAYOUT[m.group(2)]
-            value = state_dict.pop(key)
-            block = f"{prefix}{m.group(1)}.convs.{conv}"
-            state_dict[f"{block}.{part}.{m.group(3)}"] = value
-            state_dict[f"{block}.all_modules.{index}.{m.group(3)}"] = value
+    the StackedConvBlocks ones."""
+    rename_legacy_keys(state_dict, prefix, r"((?:encoder|decoder)\.\d+\.)layers\.(\d)\.(\w+)", _SEQUENTIAL_LAYOUT)
 
 
 class RestorationUNet(nn.Module):
