@@ -1,0 +1,97 @@
+"""Validation quality against training minutes, per method, from a quality-benchmark work folder.
+
+    python benchmarks/quality_vs_minutes.py --work /root/qwork_budget \
+        [--output benchmarks/results/quality_vs_minutes.json] [--plot docs/images/quality_vs_minutes.png]
+
+Every fold's ``training_log.json`` holds the trainer's ``validation`` events (the quick validation
+figure it logs while training: pixel AUROC on the fold's validation slices, or image AUROC for 2D
+image-level data, with the minutes of training so far) and its ``budget`` event (how the schedule
+was fitted to the budget: seconds per iteration measured on the first steps, the factor applied to
+the paper's schedule, the iterations kept). This script gathers them per dataset and method, writes
+them as JSON and draws one panel per dataset with one line per method and fold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def gather(work: Path) -> dict:
+    """{dataset: {method: [{fold, metric, minutes: [...], values: [...], budget: {...} | None}]}}."""
+    out: dict = {}
+    for log_file in sorted((work / "results").glob("*/*__*/fold_*/training_log.json")):
+        fold_folder = log_file.parent
+        method = fold_folder.parent.name.split("__", 1)[0]
+        dataset = fold_folder.parent.parent.name
+        log = json.loads(log_file.read_text(encoding="utf-8"))
+        events = log.get("events", [])
+        validation = [e for e in events if e.get("event") == "validation"]
+        budget = next((e for e in events if e.get("event") == "budget"), None)
+        if not validation:
+            continue
+        out.setdefault(dataset, {}).setdefault(method, []).append({
+            "fold": int(fold_folder.name.split("_")[1]), "metric": validation[0].get("metric"),
+            "minutes": [e["minutes"] for e in validation], "values": [e["value"] for e in validation],
+            "budget": {k: v for k, v in budget.items() if k not in ("step", "event")} if budget else None})
+    return out
+
+
+def plot(curves: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted(curves)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, dataset in zip(axes[0], datasets):
+        for index, (method, folds) in enumerate(sorted(curves[dataset].items())):
+            for fold in folds:
+                ax.plot(fold["minutes"], fold["values"], marker="o", markersize=3, color=colours[index % len(colours)],
+                        linestyle="-" if fold["fold"] == 0 else "--",
+                        label=f"{method} fold {fold['fold']}")
+        metric = next(iter(curves[dataset].values()))[0]["metric"]
+        ax.set(title=dataset, xlabel="training minutes", ylabel=f"validation {metric}")
+        ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="the quality benchmark's work folder")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/quality_vs_minutes.json")
+    parser.add_argument("--plot", type=Path, default=REPO / "docs/images/quality_vs_minutes.png")
+    args = parser.parse_args(argv)
+    curves = gather(args.work)
+    if not curves:
+        print(f"{args.work}: no training_log.json with validation events under results/", file=sys.stderr)
+        return 1
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(curves, indent=1) + "\n", encoding="utf-8")
+    plot(curves, args.plot)
+    for dataset, methods in curves.items():
+        print(dataset)
+        for method, folds in sorted(methods.items()):
+            for f in folds:
+                b = f["budget"] or {}
+                print(f"  {method:<11} fold {f['fold']}: {f['metric']} {f['values'][0]:.3f} -> {f['values'][-1]:.3f} "
+                      f"(best {max(f['values']):.3f}) in {f['minutes'][-1]:.1f} min"
+                      + (f"; budget {b.get('budget_minutes')} min, factor {b.get('factor')}, "
+                         f"{b.get('iterations')} iterations" if b else ""))
+    print(f"wrote {args.output} and {args.plot}")
+    print(f"reproduce: python benchmarks/quality_vs_minutes.py --work {args.work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
