@@ -111,9 +111,19 @@ class AnomalyModel:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
+        # dynamic-network-architectures' blocks register each layer twice (conv and all_modules.0),
+        # so one tensor appears under two keys; torch.save writes a shared storage once, and the
+        # cast keeps that sharing (one cast per tensor) or fp16 files would hardly shrink.
+        cast: dict[tuple, torch.Tensor] = {}
+
         def stored(tensor: torch.Tensor) -> torch.Tensor:
             tensor = tensor.detach().cpu()
-            return tensor.to(dtype) if tensor.is_floating_point() else tensor
+            if not tensor.is_floating_point():
+                return tensor
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+            if key not in cast:
+                cast[key] = tensor.to(dtype)
+            return cast[key]
 
         return {"format": MODEL_FORMAT, "autouad_version": __version__, "method": self.method,
                 "trainer": self.trainer.dotted_name(), "fold": self.fold, "plans": self.plans.to_dict(),

@@ -400,7 +400,7 @@ class Results:
         self.path, self.machine = path, machine
         self.data = {"schedule": schedule, "folds": folds, "brats": {}, "kermany": {}}
         if path.is_file():
-            old = json.loads(path.read_text())
+            old = json.loads(path.read_text(encoding="utf-8"))
             if (old.get("schedule"), old.get("folds")) != (schedule, folds):
                 raise SystemExit(f"{path}: holds the {old.get('schedule')} schedule's results for folds "
                                  f"{old.get('folds')}, not {schedule} {folds}; choose another --results")

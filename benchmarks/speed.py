@@ -229,7 +229,9 @@ def pin_slice_size(plans, size: tuple[int, int]):
 
 
 def prepare_workspace(workspace: Path, methods: list[str], schedule: str,
-                      slice_size: tuple[int, int] | None = None) -> None:
+                      slice_size: tuple[int, int] | None = None) -> dict:
+    """The demo dataset planned and preprocessed for each method (at ``slice_size`` when given);
+    returns each method's plans as the planner made them, before any pinning."""
     from autouad import api
     from autouad.utils.files import save_json
     from dataset_conversion import demo
@@ -237,14 +239,15 @@ def prepare_workspace(workspace: Path, methods: list[str], schedule: str,
     folders = {"raw_folder": workspace / "raw", "preprocessed_folder": workspace / "preprocessed"}
     demo.convert(DATASET_ID, raw_folder=workspace / "raw", seed=0, num_normal=2, num_patients=2, num_test=2,
                  spacing=1.0)
+    planned = {}
     for method in methods:
-        if slice_size is None:
-            api.plan_and_preprocess(DATASET_ID, method=method, schedule=schedule, num_processes=1, **folders)
-        else:
-            planned = api.plan_and_preprocess(DATASET_ID, method=method, schedule=schedule, num_processes=1,
-                                              steps=("fingerprint", "plan"), **folders)
-            save_json(pin_slice_size(planned.plans, slice_size).to_dict(), planned.plans_path)
-            api.plan_and_preprocess(DATASET_ID, method=method, num_processes=1, steps=("preprocess",), **folders)
+        plan = api.plan_and_preprocess(DATASET_ID, method=method, schedule=schedule, num_processes=1,
+                                       steps=("fingerprint", "plan"), **folders)
+        planned[method] = plan.plans
+        if slice_size is not None:
+            save_json(pin_slice_size(plan.plans, slice_size).to_dict(), plan.plans_path)
+        api.plan_and_preprocess(DATASET_ID, method=method, num_processes=1, steps=("preprocess",), **folders)
+    return planned
 
 
 def machine_description(device: torch.device) -> str:
@@ -320,7 +323,7 @@ def main(argv=None) -> int:
             run = subprocess.run([sys.executable, __file__, "--worker", method, "--workspace", str(workspace),
                                   "--device", str(device), "--train-steps", str(args.train_steps),
                                   "--inference-batches", str(args.inference_batches)],
-                                 capture_output=True, text=True)
+                                 capture_output=True, encoding="utf-8", errors="replace")
             if run.returncode != 0:
                 last = (run.stderr.strip().splitlines() or ["no output"])[-1]
                 result["methods"].append({"method": method, "error": last[:200]})

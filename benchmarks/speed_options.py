@@ -145,7 +145,7 @@ def main(argv=None) -> int:
             print(f"measuring {method} ...", file=sys.stderr, flush=True)
             run = subprocess.run([sys.executable, __file__, "--worker", method, "--workspace", str(workspace),
                                   "--train-steps", str(args.train_steps), "--inference-batches",
-                                  str(args.inference_batches)], capture_output=True, text=True)
+                                  str(args.inference_batches)], capture_output=True, encoding="utf-8", errors="replace")
             if run.returncode:
                 result["methods"].append({"method": method, "error": (run.stderr.strip().splitlines() or ["?"])[-1]})
             else:

@@ -81,7 +81,7 @@ def read_entries(csv_path: Path) -> tuple[dict[str, Entry], int]:
 def read_list(path: Path) -> list[str]:
     if not path.is_file():
         raise ConversionError(f"{path}: file not found")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def index_images(source: Path) -> dict[str, Path]:

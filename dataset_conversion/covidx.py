@@ -91,7 +91,7 @@ def find_split_file(source: Path, split: str, given: Path | None) -> Path:
 
 def parse_split_file(path: Path, image_folder: Path, known: set[str]) -> list[Entry]:
     entries, seen = [], set()
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         tokens = line.split()
         if not tokens:
             continue

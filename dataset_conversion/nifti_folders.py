@@ -83,7 +83,7 @@ def group_channels(images: dict[str, Path], images_dir: Path, num_names: int | N
 def read_ids(path: Path) -> set[str]:
     if not path.is_file():
         raise ConversionError(f"{path}: file not found")
-    return {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")}
 
 
 def matches(pattern: str | None, case_id: str) -> bool:

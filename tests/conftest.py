@@ -9,6 +9,25 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow (a minute or more each on 2 cores)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a minute or more on 2 cores; run with --run-slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    # the default suite must stay under 7 minutes on 2 cores; slow checks run on request
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow (a minute or more on 2 cores): run with pytest --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def load_benchmark(name: str):
     """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
     import importlib.util
@@ -140,3 +159,14 @@ def write_xray_dataset(dataset_id: int, name: str, num_normal: int, unlabeled_ab
             writer.add_case(f"unlabeled_{i:02d}", [xray(rng, abnormal)], role="unlabeled", label=int(abnormal))
         for i in range(num_test):
             writer.add_case(f"test_{i:02d}", [xray(rng, i % 2 == 1)], split="test", label=i % 2)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    tiny networks gain nothing from two, and on a shared 2-core machine two OpenMP threads waiting
+    for each other cost far more than they save."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

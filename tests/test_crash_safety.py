@@ -31,7 +31,8 @@ def trained(tmp_path_factory):
                             preprocessed_folder=root / "preprocessed")
     train = Path(sys.executable).with_name("autouad_train")
     processes = [subprocess.Popen([str(train), "7", str(fold), "-m", "vae", "--device", "cpu", "--quiet"], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for fold in (0, 1)]
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, encoding="utf-8",
+                                  errors="replace") for fold in (0, 1)]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
     return {"root": root, "env": env, "codes": [p.returncode for p in processes], "outputs": outputs}
 
@@ -79,7 +80,8 @@ def test_a_killed_prediction_leaves_whole_files_and_continue_finishes_it(trained
     for name in finished:
         assert (out / f"{name}.nii.gz").is_file()
 
-    done = subprocess.run(command + ["--continue"], env=trained["env"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command + ["--continue"], env=trained["env"], capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"continuing: {len(finished)} case(s) already predicted" in done.stderr
     record = load_json(out / "predictions.json")

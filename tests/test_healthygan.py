@@ -32,14 +32,7 @@ DATASET = "Dataset031_TinyXrayGAN"
 SMALL_NETWORK = {"generator_features": 8, "residual_blocks": 2, "discriminator_features": 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread for this module: the tiny networks gain nothing from two, and on a shared
-    2-core machine two OpenMP threads waiting for each other cost far more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- compositions and losses ------------------------------------------------------------------------

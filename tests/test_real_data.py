@@ -44,6 +44,7 @@ def test_brats_deepmedic_front_half(autouad_env):
     assert s["num_reference_slices"] == total_reference
 
 
+@pytest.mark.slow   # 5840 JPEGs converted and preprocessed: about 60 s on 2 cores
 def test_kermany_front_half(autouad_env):
     source = shared_data("chestxray_kermany")
     assert convert_main(["chestxray-folders", "-i", str(source), "-d", "2"]) == 0

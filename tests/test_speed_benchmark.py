@@ -9,10 +9,16 @@ from tests.conftest import load_benchmark
 speed = load_benchmark("speed")
 
 
-def test_a_pinned_slice_size_keeps_the_planned_field_of_view(tmp_path):
-    speed.prepare_workspace(tmp_path, ["ascnet"], "smoke")
-    preprocessed = next((tmp_path / "preprocessed").glob(f"Dataset{speed.DATASET_ID}_*"))
-    planned, _ = find_plans(preprocessed, "ascnet")
+@pytest.fixture(scope="module")
+def pinned_workspace(tmp_path_factory):
+    """One workspace (the demo at 1 mm takes most of the time): planned, pinned to 48x64, preprocessed."""
+    workspace = tmp_path_factory.mktemp("speed")
+    planned = speed.prepare_workspace(workspace, ["ascnet"], "smoke", slice_size=(48, 64))
+    return {"workspace": workspace, "planned": planned["ascnet"]}
+
+
+def test_a_pinned_slice_size_keeps_the_planned_field_of_view(pinned_workspace):
+    planned = pinned_workspace["planned"]
 
     pinned = speed.pin_slice_size(planned, (160, 160))
     geometry, before = pinned.preprocessing, planned.preprocessing
@@ -30,9 +36,8 @@ def test_a_pinned_slice_size_keeps_the_planned_field_of_view(tmp_path):
         speed.pin_slice_size(planned, (160, 150))
 
 
-def test_the_workspace_is_preprocessed_at_the_pinned_size(tmp_path):
-    speed.prepare_workspace(tmp_path, ["ascnet"], "smoke", slice_size=(48, 64))
-    preprocessed = next((tmp_path / "preprocessed").glob(f"Dataset{speed.DATASET_ID}_*"))
+def test_the_workspace_is_preprocessed_at_the_pinned_size(pinned_workspace):
+    preprocessed = next((pinned_workspace["workspace"] / "preprocessed").glob(f"Dataset{speed.DATASET_ID}_*"))
     plans, _ = find_plans(preprocessed, "ascnet")
     assert plans.preprocessing.slice_size == [48, 64]
     assert "pinned by benchmarks/speed.py" in plans.reasons["geometry"]

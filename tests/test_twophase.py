@@ -35,14 +35,7 @@ TRAINERS = {"twophase": TwoPhaseTrainer, "draem": DRAEMTrainer}
 SMALL_NETWORK = {"restoration_width": 4, "segmentation_width": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny networks of these tests run fastest on one thread, which also keeps them fast on a
-    machine whose other cores are busy (OpenMP threads waiting on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- synthesis ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from autouad.planning.method_plans import load_method_plans
 from autouad.planning.plans import Plans
 from autouad.planning.plans_files import DEFAULT_PLANS_NAME
 from autouad.utils.files import load_json, save_json
+from autouad.utils.imports import import_subclass
 
 SCHEDULES = ("paper", "fast", "smoke")
 # the largest share of the training masks' voxels that the plan's post-processing may erase
@@ -401,15 +402,7 @@ class AutoUADPlanner:
 def load_planner_class(dotted: str | None):
     if not dotted:
         return AutoUADPlanner
-    import importlib
-    module, _, name = dotted.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise PlanningError(f"cannot import planner {dotted}: {e}") from None
-    if not (isinstance(cls, type) and issubclass(cls, AutoUADPlanner)):
-        raise PlanningError(f"{dotted} is not a subclass of AutoUADPlanner")
-    return cls
+    return import_subclass(dotted, AutoUADPlanner, PlanningError, "planner")
 
 
 def plan_dataset(fingerprint: dict, preprocessed_folder: str | Path, planner_class=AutoUADPlanner,

@@ -34,6 +34,7 @@ from autouad.training.fold_data import FoldData, PreprocessedCase, TrainingError
 from autouad.training.logger import TrainingLog
 from autouad.training.sampling import PoolBatchLoader
 from autouad.utils.files import save_figure, save_json, save_npy
+from autouad.utils.imports import import_subclass
 from autouad.utils.machine import flush_denormals
 from autouad.utils.progress import progress
 
@@ -56,15 +57,7 @@ class Phase:
 
 def import_trainer(dotted: str) -> type:
     """The AutoUADTrainer subclass at ``dotted`` ("package.module.Class"); TrainingError otherwise."""
-    import importlib
-    module, _, name = dotted.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise TrainingError(f"cannot import trainer {dotted}: {e}") from None
-    if not (isinstance(cls, type) and issubclass(cls, AutoUADTrainer)):
-        raise TrainingError(f"{dotted} is not a subclass of AutoUADTrainer")
-    return cls
+    return import_subclass(dotted, AutoUADTrainer, TrainingError, "trainer")
 
 
 # schedule settings every method has: a wall-clock budget (fit_to_budget), and what fitting wrote
@@ -265,12 +258,7 @@ class AutoUADTrainer:
             raise TrainingError(f"{source}: the schedule changed before the saved position "
                                 f"(phase {done}); only later phases may change")
         try:
-            for k, net in self.networks.items():
-                net.load_state_dict(state["networks"][k])
-            for k, opt in self.optimizers.items():
-                opt.load_state_dict(state["optimizers"][k])
-            for k, loader in self.loaders.items():
-                loader.stream.load_state_dict(state["streams"][k])
+            self._load_parts(state)
         except (KeyError, RuntimeError, ValueError) as e:
             raise TrainingError(f"{source}: does not fit this trainer ({str(e).splitlines()[0][:160]})") from None
         self.position = dict(state["position"])
@@ -345,14 +333,18 @@ class AutoUADTrainer:
                     f"(about {fitted['estimated_minutes']:.1f} min)")
         return fitted
 
-    def restore(self, state: dict) -> None:
-        """Put back what state_dict() saved, without the checks a resumed checkpoint gets."""
+    def _load_parts(self, state: dict) -> None:
+        """The networks', optimizers' and batch streams' saved states."""
         for k, net in self.networks.items():
             net.load_state_dict(state["networks"][k])
         for k, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][k])
         for k, loader in self.loaders.items():
             loader.stream.load_state_dict(state["streams"][k])
+
+    def restore(self, state: dict) -> None:
+        """Put back what state_dict() saved, without the checks a resumed checkpoint gets."""
+        self._load_parts(state)
         self.position = dict(state["position"])
         self.log.load_state_dict(state["log"])
         self.load_extra_state(state["extra"])

@@ -30,6 +30,7 @@ from autouad.planning.plans import Plans
 from autouad.training.base_trainer import (CHECKPOINT_FINAL, CHECKPOINT_LATEST, LOG_FILE, VALIDATION_FOLDER,
                                           apply_schedule_overrides)
 from autouad.training.fold_data import TrainingError
+from autouad.utils.console import tolerate_ascii_consoles
 from autouad.utils.files import atomic_output, load_json
 
 
@@ -188,6 +189,7 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world_size: int, port: int, request: TrainRequest) -> None:
+    tolerate_ascii_consoles()   # a spawned process starts with fresh streams
     backend = "nccl" if request.device == "cuda" else "gloo"
     torch.distributed.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                          world_size=world_size)
