@@ -60,6 +60,9 @@ def plan_and_preprocess(dataset: str | int, *, method: str | None = None, schedu
     unknown = set(steps) - set(PLANNING_STEPS)
     if unknown:
         raise APIError(f"unknown planning step(s) {sorted(unknown)}; the steps are {', '.join(PLANNING_STEPS)}")
+    if all_channels and not method and not plans_name:
+        raise APIError("all_channels needs a method (-m): every-channel plans sit beside the default plans as "
+                       "autouadPlans_<method>_allchannels")
     start = time.time()
     raw_root, preprocessed_root = folder("raw", raw_folder), folder("preprocessed", preprocessed_folder)
     name = find_dataset_name(dataset, (raw_root, preprocessed_root))

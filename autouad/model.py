@@ -117,12 +117,15 @@ class AnomalyModel:
         cast: dict[tuple, torch.Tensor] = {}
 
         def stored(tensor: torch.Tensor) -> torch.Tensor:
-            tensor = tensor.detach().cpu()
+            # keyed on the module's own tensor (alive while we save), never on a temporary CPU copy
+            # whose freed address a later tensor could reuse
+            tensor = tensor.detach()
             if not tensor.is_floating_point():
-                return tensor
-            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+                return tensor.cpu()
+            key = (str(tensor.device), tensor.untyped_storage().data_ptr(), tensor.storage_offset(),
+                   tuple(tensor.shape), tensor.stride())
             if key not in cast:
-                cast[key] = tensor.to(dtype)
+                cast[key] = tensor.to("cpu", dtype)
             return cast[key]
 
         return {"format": MODEL_FORMAT, "autouad_version": __version__, "method": self.method,
@@ -160,13 +163,18 @@ class AnomalyModel:
     def from_state(cls, state: dict, source: Path, device: str | torch.device = "cpu") -> "AnomalyModel":
         if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
             raise ModelError(f"{source}: not an autouad model file (format {state.get('format') if isinstance(state, dict) else None!r})")
-        plans = _plans(state["plans"], source)
-        trainer_cls = _trainer_class(state.get("trainer"), plans.method, source)
-        networks = {name: {k: (v.float() if v.is_floating_point() else v) for k, v in weights.items()}
-                    for name, weights in state["networks"].items()}
-        trainer = _inference_trainer(trainer_cls, plans, int(state["fold"]), networks, source, device)
+        try:
+            plans = _plans(state["plans"], source)
+            trainer_cls = _trainer_class(state.get("trainer"), plans.method, source)
+            networks = {name: {k: (v.float() if v.is_floating_point() else v) for k, v in weights.items()}
+                        for name, weights in state["networks"].items()}
+            fold = int(state["fold"])
+            dataset = DatasetFacts(**state["dataset"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ModelError(f"{source}: malformed model file ({type(e).__name__}: {e})") from None
+        trainer = _inference_trainer(trainer_cls, plans, fold, networks, source, device)
         threshold = None if state.get("threshold") is None else _threshold(state["threshold"], source)
-        return cls(trainer, DatasetFacts(**state["dataset"]), threshold, int(state["fold"]), source)
+        return cls(trainer, dataset, threshold, fold, source)
 
     @classmethod
     def from_fold_folder(cls, fold_folder: Path, device: str | torch.device = "cpu",
@@ -234,11 +242,17 @@ def _threshold(record: dict, source: Path) -> Threshold:
 
 
 def _trainer_class(dotted: str | None, method: str, source: Path):
+    """The trainer a model file names (a user's subclass too, nnU-Net style), which must be the
+    method's own trainer or derive from it: a file cannot swap in an unrelated class."""
     from autouad.methods import trainer_class
     try:
-        return trainer_class(method, dotted)
+        own = trainer_class(method)
+        cls = trainer_class(method, dotted) if dotted else own
     except TrainingError as e:
         raise ModelError(f"{source}: {e}") from None
+    if not issubclass(cls, own):
+        raise ModelError(f"{source}: its trainer {dotted} is not {method}'s trainer {own.__name__} or a subclass of it")
+    return cls
 
 
 def _inference_trainer(trainer_cls, plans: Plans, fold: int, networks: dict, source, device):

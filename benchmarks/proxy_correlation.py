@@ -13,7 +13,6 @@ correlation between the two rankings, whether both choose the same candidate, an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -74,10 +73,11 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, default=Path("proxy_correlation.json"))
     args = parser.parse_args(argv)
     from autouad.evaluation.metrics import undefined_to_none
+    from autouad.utils.files import save_json
     from autouad.utils.machine import processor_name
     rows = [measure(args.work, DATASETS[d], args.folds) for d in args.datasets]
     result = {"machine": processor_name(), "measured": time.strftime("%Y-%m-%d %H:%M"), "datasets": rows}
-    args.output.write_text(json.dumps(undefined_to_none(result), indent=2) + "\n")
+    save_json(undefined_to_none(result), args.output)
     for row in rows:
         print(f"{row['dataset']}: Spearman {row['spearman']:.2f} over {len(row['candidates'])} candidates; "
               f"true choice {row['true_choice']}, proxy choice {row['proxy_choice']}")

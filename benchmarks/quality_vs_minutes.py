@@ -20,13 +20,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from autouad.selection.evidence import ALL_CHANNELS_SUFFIX  # noqa: E402  (after the sys.path line)
+from autouad.utils.files import save_figure, save_json  # noqa: E402
+
 
 def gather(work: Path) -> dict:
     """{dataset: {method: [{fold, metric, minutes: [...], values: [...], budget: {...} | None}]}}."""
     out: dict = {}
     for log_file in sorted((work / "results").glob("*/*__*/fold_*/training_log.json")):
         fold_folder = log_file.parent
-        method = fold_folder.parent.name.split("__", 1)[0]
+        method, plans_name = fold_folder.parent.name.split("__", 1)
+        if plans_name.endswith("_allchannels"):  # the same method on every channel is its own line
+            method += ALL_CHANNELS_SUFFIX
         dataset = fold_folder.parent.parent.name
         log = json.loads(log_file.read_text(encoding="utf-8"))
         events = log.get("events", [])
@@ -62,7 +67,7 @@ def plot(curves: dict, path: Path) -> None:
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -77,7 +82,7 @@ def main(argv=None) -> int:
         print(f"{args.work}: no training_log.json with validation events under results/", file=sys.stderr)
         return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(curves, indent=1) + "\n", encoding="utf-8")
+    save_json(curves, args.output, indent=1)
     plot(curves, args.plot)
     for dataset, methods in curves.items():
         print(dataset)

@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 DATASET_ID = 901
 from autouad.methods.registry import method_names  # noqa: E402  (after the sys.path line)
+from autouad.utils.files import save_json  # noqa: E402
 
 METHODS = tuple(method_names())
 
@@ -329,7 +330,7 @@ def main(argv=None) -> int:
                 result["methods"].append({"method": method, "error": last[:200]})
             else:
                 result["methods"].append(json.loads(run.stdout.strip().splitlines()[-1]))
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.output)
     print(markdown_table(result))
     print(f"\nwritten to {args.output}")
     return 0

@@ -8,7 +8,7 @@ and measured in its own process: the median time of a few training iterations of
 of inference batches (the predictor's batch size), for every option alone; and, on one set of freshly
 initialised networks, how far each option's maps move from float32's (relative to the largest map
 value). Whether an option is kept is decided on these figures and on validation quality measured
-separately (docs/results.md).
+separately (docs/results.md, "Speed options").
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from autouad.methods.registry import method_names  # noqa: E402  (after the sys.path line)
+from autouad.utils.files import save_json  # noqa: E402
 
 OPTIONS = ("fp32", "bf16_autocast", "channels_last", "compile")
 
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=method_names(), choices=method_names())
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--inference-batches", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=Path("speed_options.json"))
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/speed_options_cpu.json")
     parser.add_argument("--workspace", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -150,7 +151,7 @@ def main(argv=None) -> int:
                 result["methods"].append({"method": method, "error": (run.stderr.strip().splitlines() or ["?"])[-1]})
             else:
                 result["methods"].append(json.loads(run.stdout.strip().splitlines()[-1]))
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    save_json(result, args.output)
     for row in result["methods"]:
         if "error" in row:
             print(f"{row['method']}: error {row['error']}")

@@ -75,6 +75,22 @@ def test_a_model_file_holds_what_prediction_needs_and_loads_weights_only(demo_mo
     np.testing.assert_allclose(AnomalyModel.load(half).anomaly_maps(slices), model.anomaly_maps(slices), atol=5e-3)
 
 
+def test_a_malformed_or_foreign_model_file_is_refused_in_one_line(demo_model, tmp_path):
+    from autouad.methods import trainer_class
+    from autouad.model import ModelError
+    state = torch.load(demo_model["model_folder"] / "fold_0" / MODEL_FILE, weights_only=True)
+    broken = dict(state)
+    del broken["fold"]
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(ModelError, match=r"broken\.pt: malformed model file \(KeyError") as error:
+        AnomalyModel.load(tmp_path / "broken.pt")
+    assert "\n" not in str(error.value)
+    # a file cannot have another method's trainer (or any unrelated class) run its networks
+    torch.save(dict(state, trainer=trainer_class("vae").dotted_name()), tmp_path / "foreign.pt")
+    with pytest.raises(ModelError, match=r"foreign\.pt: its trainer .* is not ascnet's trainer"):
+        AnomalyModel.load(tmp_path / "foreign.pt")
+
+
 def test_a_fold_trained_before_model_files_still_loads_and_predicts_the_same(demo_model, tmp_path):
     """What autouad_train wrote before model.pt existed: checkpoint_final.pt without plans or trainer,
     the trainer in training_log.json, the plans and dataset.json beside the folds, threshold.json."""

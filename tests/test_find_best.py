@@ -62,8 +62,8 @@ def test_nothing_better_than_chance_is_said_plainly():
 
 
 def test_leave_one_fold_out_never_reads_the_scored_fold(evidence):
-    """Poison fold 0's references (every voxel anomalous) and its maps' contrast: the selection for
-    outer fold 0 (made on fold 1) and the parameters it fits must not change; only its score may."""
+    """Poison fold 0's references (every voxel anomalous): the selection for outer fold 0 (made on
+    fold 1) and the parameters it fits must not change; only its score may."""
     clean = leave_one_fold_out(copy.deepcopy(evidence), CANDIDATES, [0, 1], "segmentation", [0, 3])
     poisoned = copy.deepcopy(evidence)
     for case in poisoned:
@@ -72,8 +72,6 @@ def test_leave_one_fold_out_never_reads_the_scored_fold(evidence):
     dirty = leave_one_fold_out(poisoned, CANDIDATES, [0, 1], "segmentation", [0, 3])
     assert dirty[0]["chosen"] == clean[0]["chosen"] and dirty[0]["params"] == clean[0]["params"]
     assert dirty[0]["per_case"] != clean[0]["per_case"]   # the scored fold's labels are what it is scored on
-    assert dirty[1]["chosen"] != clean[1]["chosen"] or dirty[1]["params"] != clean[1]["params"] \
-        or dirty[1]["per_case"] == clean[1]["per_case"]
 
 
 def test_cropped_post_processing_equals_the_whole_volume():

@@ -211,7 +211,7 @@ def test_multichannel_data_adds_an_every_channel_candidate(tmp_path):
     variant = plan(tmp_path, fp, method=p["method"], all_channels=True, plans_name="autouadPlans_x_allchannels")
     assert variant["input_channels"] == [0, 1] and "every channel" in variant["reasons"]["input_channels"]
     # ASC-Net's histogram peak is read on FLAIR's channel of I_ro, the bright side
-    if variant["method"] == "ascnet":
-        assert variant["threshold"]["channel"] == 1 and variant["threshold"]["peak"] == "rightmost"
+    assert variant["method"] == "ascnet"
+    assert variant["threshold"]["channel"] == 1 and variant["threshold"]["peak"] == "rightmost"
     # a one-channel dataset has no such variant
     assert not any(c["all_channels"] for c in plan(tmp_path, fingerprint())["candidates"])

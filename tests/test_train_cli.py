@@ -47,10 +47,12 @@ def test_train_writes_checkpoints_log_plot_and_validation_maps(env):
 
 
 def test_ddp_on_cpu_with_gloo(env):
-    assert main(["7", "0", "-m", "ascnet", "--device", "cpu", "--num-gpus", "2", *QUICK]) == 0
+    # with a budget: both ranks must scale to one schedule (the slowest rank's step times), or they hang
+    assert main(["7", "0", "-m", "ascnet", "--device", "cpu", "--num-gpus", "2", "--budget-minutes", "0.05", *QUICK]) == 0
     log = json.loads((env / "fold_0" / "training_log.json").read_text())
     # the trainer checks at the end that both ranks hold identical weights
     assert log["world_size"] == 2 and log["finished"]
+    assert any(e.get("event") == "budget" for e in log["events"])
 
 
 def test_bad_input_gives_one_line_errors(env, capsys, demo_planned, tmp_path):

@@ -20,6 +20,8 @@ def plans_file_name(plans_name: str | None) -> str:
 
 def default_plans_name(method: str | None, all_channels: bool = False) -> str:
     if not method:
+        if all_channels:  # the default plans.json stays the planner's own choice
+            raise ValueError("every-channel plans need a method: they are autouadPlans_<method>_allchannels")
         return DEFAULT_PLANS_NAME
     return f"{DEFAULT_PLANS_NAME}_{method}" + ("_allchannels" if all_channels else "")
 

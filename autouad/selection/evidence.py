@@ -127,8 +127,10 @@ def method_candidates(model_folders: dict[str, Path], image_level: bool) -> list
         method = method_of(name)
         plans = load_plans(folder / "plans.json")
         trainer = get_method(method).trainer_class()
-        side = load_json(folder / "fold_0" / "threshold.json")["anomalous_side"] \
-            if (folder / "fold_0" / "threshold.json").is_file() else "above"
+        # the side the folds were calibrated with (the plans' polarity, one for all folds; fold 0 need
+        # not be among the trained ones)
+        calibrated = sorted(folder.glob("fold_*/threshold.json"))
+        side = load_json(calibrated[0])["anomalous_side"] if calibrated else "above"
         value_range = None
         if trainer.histogram_range is not None:
             lo, hi = trainer.histogram_range
@@ -196,10 +198,9 @@ def collect_pixel_evidence(raw_folder: Path, preprocessed_folder: Path, splits: 
                                                                  loaded.data, region)
             elif candidate.kind == "method":
                 folder = Path(candidate.model_folder)
-                key = (folder, name)
-                if key not in metas:
-                    metas[key] = _data_folder(folder, preprocessed_folder)
-                meta = load_json(metas[key] / f"{name}.json")
+                if folder not in metas:  # one plans.json read per candidate, not per case
+                    metas[folder] = _data_folder(folder, preprocessed_folder)
+                meta = load_json(metas[folder] / f"{name}.json")
                 maps = np.asarray(load_npy(folder / f"fold_{fold}" / "validation" / f"{name}.npy"), np.float32)
                 canonical = restore_to_canonical(maps, meta, order=1)
                 sign = -1.0 if candidate.anomalous_side == "below" else 1.0

@@ -309,6 +309,13 @@ class AutoUADTrainer:
                 seconds[phase.kind] = float(np.median(times[1:]))
         finally:
             self.restore(snapshot)
+        if self.world_size > 1:
+            # every DDP process must scale to the same schedule (or the last all-reduce waits for
+            # ever): all take the slowest process's times
+            kinds = sorted(seconds)
+            times = torch.tensor([seconds[k] for k in kinds], dtype=torch.float64, device=self.device)
+            dist.all_reduce(times, op=dist.ReduceOp.MAX)
+            seconds = dict(zip(kinds, times.tolist()))
         estimate = sum(p.iterations * seconds[p.kind] for p in self.phases)
         factor = minutes * 60.0 / max(estimate, 1e-6)
         scaled = dict(self.schedule)

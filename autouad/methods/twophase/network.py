@@ -79,8 +79,9 @@ class GroupNormOfChannels(nn.GroupNorm):
 class ConvBlock(nn.Module):
     """[reflection-padded 3x3 weight-standardised conv -> swish -> GroupNorm] x 2, each a
     dynamic-network-architectures ConvDropoutNormReLU (nnU-Net's) set to the paper's layers
-    (activation before the norm: ``nonlin_first``); laid out as its StackedConvBlocks (``convs``),
-    which builds its later convolutions with scalar sizes that only torch's own conv classes accept."""
+    (activation before the norm: ``nonlin_first``), in an nn.Sequential ``convs`` with the keys a
+    StackedConvBlocks would have; not StackedConvBlocks itself, which builds its later convolutions
+    with scalar sizes that only torch's own conv classes accept."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -101,7 +102,7 @@ _SEQUENTIAL_LAYOUT = {"1": ("convs.0.conv", "convs.0.all_modules.0"), "3": ("con
 
 def upgrade_block_keys(state_dict: dict, prefix: str, *args) -> None:
     """A load_state_dict pre-hook: weights saved with the earlier ConvBlock (``layers.N``) load into
-    the StackedConvBlocks ones."""
+    today's ``convs`` blocks."""
     rename_legacy_keys(state_dict, prefix, r"((?:encoder|decoder)\.\d+\.)layers\.(\d)\.(\w+)", _SEQUENTIAL_LAYOUT)
 
 
