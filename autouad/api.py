@@ -165,7 +165,7 @@ def train_candidates(dataset: str | int, fold: int | str | list[int], *, schedul
     {method or method:allchannels: [TrainedFold]}; then ``find_best_configuration`` compares them."""
     from autouad.planning.plans import load_plans
     from autouad.planning.plans_files import default_plans_name, plans_file_name
-    from autouad.selection.evidence import ALL_CHANNELS_SUFFIX
+    from autouad.selection.evidence import candidate_name
     from autouad.training.run import fold_output_folder, trained_fold_from_folder
 
     preprocessed_root, results_root = folder("preprocessed", preprocessed_folder), folder("results", results_folder)
@@ -184,7 +184,7 @@ def train_candidates(dataset: str | int, fold: int | str | list[int], *, schedul
                                 num_processes=num_processes, steps=("plan", "preprocess"), raw_folder=raw_folder,
                                 preprocessed_folder=preprocessed_folder, all_channels=candidate.all_channels)
         plans = load_plans(plans_path)
-        key = method + (ALL_CHANNELS_SUFFIX if candidate.all_channels else "")
+        key = candidate_name(method, plans.plans_name)
         trained[key] = []
         for k in folds:
             output = fold_output_folder(results_root, name, plans, k)

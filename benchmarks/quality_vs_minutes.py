@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from autouad.selection.evidence import ALL_CHANNELS_SUFFIX  # noqa: E402  (after the sys.path line)
+from autouad.selection.evidence import candidate_name  # noqa: E402  (after the sys.path line)
 from autouad.utils.files import save_figure, save_json  # noqa: E402
 
 
@@ -29,9 +29,8 @@ def gather(work: Path) -> dict:
     out: dict = {}
     for log_file in sorted((work / "results").glob("*/*__*/fold_*/training_log.json")):
         fold_folder = log_file.parent
-        method, plans_name = fold_folder.parent.name.split("__", 1)
-        if plans_name.endswith("_allchannels"):  # the same method on every channel is its own line
-            method += ALL_CHANNELS_SUFFIX
+        # the same method on every channel is its own line
+        method = candidate_name(*fold_folder.parent.name.split("__", 1))
         dataset = fold_folder.parent.parent.name
         log = json.loads(log_file.read_text(encoding="utf-8"))
         events = log.get("events", [])

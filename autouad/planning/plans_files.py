@@ -18,12 +18,15 @@ def plans_file_name(plans_name: str | None) -> str:
     return "plans.json" if plans_name in (None, DEFAULT_PLANS_NAME) else f"{plans_name}.json"
 
 
+ALL_CHANNELS_PLANS_SUFFIX = "_allchannels"   # autouadPlans_<method>_allchannels: the method on every channel
+
+
 def default_plans_name(method: str | None, all_channels: bool = False) -> str:
     if not method:
         if all_channels:  # the default plans.json stays the planner's own choice
             raise ValueError("every-channel plans need a method: they are autouadPlans_<method>_allchannels")
         return DEFAULT_PLANS_NAME
-    return f"{DEFAULT_PLANS_NAME}_{method}" + ("_allchannels" if all_channels else "")
+    return f"{DEFAULT_PLANS_NAME}_{method}" + (ALL_CHANNELS_PLANS_SUFFIX if all_channels else "")
 
 
 class PlansNotFoundError(FileNotFoundError):

@@ -107,10 +107,16 @@ def trained_method_folders(results_dataset_folder: Path, folds: list[int]) -> di
         if not all((folder / f"fold_{k}" / "validation" / "maps.json").is_file()
                    and (folder / f"fold_{k}" / "threshold.json").is_file() for k in folds):
             continue
-        key = f"{method}{ALL_CHANNELS_SUFFIX}" if plans_name.endswith("_allchannels") else method
+        key = candidate_name(method, plans_name)
         if key not in found or plans_name == "autouadPlans":
             found[key] = folder
     return found
+
+
+def candidate_name(method: str, plans_name: str) -> str:
+    """What a trained model folder ``<method>__<plans_name>`` is called among the candidates."""
+    from autouad.planning.plans_files import ALL_CHANNELS_PLANS_SUFFIX
+    return method + (ALL_CHANNELS_SUFFIX if plans_name.endswith(ALL_CHANNELS_PLANS_SUFFIX) else "")
 
 
 def method_of(candidate_name: str) -> str:
