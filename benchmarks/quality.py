@@ -367,16 +367,21 @@ def kermany_auto(args, work: Path, raw: Path, results: "Results") -> dict:
     the 624 test images, which no selection or cut has seen."""
     from autouad import api
     from autouad.evaluation.evaluator import evaluate_folders
+    from autouad.selection.evidence import method_of
 
     start = time.perf_counter()
     instructions = api.find_best_configuration(KERMANY["id"], args.folds, quiet=True, **folders(work),
                                                results_folder=work / "results")
     out = work / "predictions" / "kermany" / AUTO
     api.predict(raw / "imagesTs", out, dataset=KERMANY["id"], raw_folder=work / "raw", results_folder=work / "results")
-    trained = [r for n, r in results.data["kermany"].items() if "training_seconds" in r and n != AUTO]
+    # the candidates are what this work folder trained (rows of other runs in the results file may
+    # come from other work folders): listed with their out-of-fold AUROC so that the row says what it chose from
+    compared = {row["configuration"]: row.get("auroc") for row in instructions["candidates"]}
+    methods = {method_of(row["candidate"]) for row in instructions["candidates"]}
+    trained = [r for n, r in results.data["kermany"].items() if "training_seconds" in r and n in methods]
     return dict(evaluate_folders(raw / "dataset.json", out)["image"], chosen=instructions["chosen"]["configuration"],
-                warnings=instructions["warnings"], training_seconds=sum(r["training_seconds"] for r in trained),
-                wall_seconds=time.perf_counter() - start)
+                candidates=compared, warnings=instructions["warnings"],
+                training_seconds=sum(r["training_seconds"] for r in trained), wall_seconds=time.perf_counter() - start)
 
 
 def fmt(value, std=None, digits=3) -> str:

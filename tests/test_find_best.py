@@ -93,3 +93,33 @@ def test_a_per_case_cut_is_fitted_on_the_fitting_cases_only(evidence):
         case.reference = np.zeros_like(case.reference)
         case.reference[case.region] = True
     assert scorer.fit(config, fold1) == params and PixelScorer({"good": None}).fit(config, poisoned) != params
+
+
+def test_an_image_level_dataset_can_choose_the_knn_baseline_and_predict_follows_it(autouad_env, tmp_path):
+    """The Kermany `auto` row's failure: the kNN candidate was listed but never scored (its kind and
+    its name were confused), so selection and prediction stopped at KeyError 'pixel_knn'. With no
+    trained method the kNN baseline is the only candidate: it is scored out of fold on both folds,
+    chosen, and autouad_predict without -m follows it to image decisions."""
+    import csv
+    import json
+
+    from autouad import api
+    from autouad.cli.plan_and_preprocess import main_plan_and_preprocess
+    from autouad.selection.evidence import KNN
+    from tests.conftest import write_xray_dataset
+
+    write_xray_dataset(9, "KnnOnly", 24, [True, False] * 6)
+    assert main_plan_and_preprocess(["-d", "9", "--np", "1"]) == 0
+    instructions = api.find_best_configuration(9, [0, 1], quiet=True)
+    assert instructions["chosen"]["configuration"] == KNN
+    [row] = instructions["candidates"]
+    assert row["auroc"] > 0.9  # bright blobs are far from every normal image
+    out = tmp_path / "out"
+    api.predict(autouad_env["raw"] / "Dataset009_KnnOnly" / "imagesTs", out, dataset=9)
+    assert json.loads((out / "predictions.json").read_text(encoding="utf-8"))["configuration"] == KNN
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    abnormal = [float(r["score"]) for r in rows if int(r["case"][-2:]) % 2 == 1]
+    normal = [float(r["score"]) for r in rows if int(r["case"][-2:]) % 2 == 0]
+    assert min(abnormal) > max(normal)

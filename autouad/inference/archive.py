@@ -46,6 +46,7 @@ def export_model(results_dataset_folder: Path, output: Path, model_folder: Path 
                  folds: list[int] | None = None) -> Path:
     """Pack the dataset's chosen configuration (its inference_instructions.json, with every model it
     uses) or one ``model_folder`` into ``output`` (written atomically)."""
+    from autouad.selection.evidence import KNN_KIND
     from autouad.selection.find_best import INSTRUCTIONS_FILE
 
     dataset_folder = Path(results_dataset_folder)
@@ -56,7 +57,7 @@ def export_model(results_dataset_folder: Path, output: Path, model_folder: Path 
         data = json.loads(instructions.read_text(encoding="utf-8"))
         members = data["chosen"]["members"]
         folders = [dataset_folder / info["model_folder"] for info in members.values() if info["kind"] == "method"]
-        if any(info["kind"] == "knn" for info in members.values()):
+        if any(info["kind"] == KNN_KIND for info in members.values()):
             raise ModelArchiveError(f"{instructions}: the chosen configuration uses the pixel kNN baseline, which needs "
                                     f"the dataset's normal training images; export a model folder with --model-folder")
         folds = folds or data["folds"]

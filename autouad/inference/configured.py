@@ -28,7 +28,7 @@ from autouad.preprocessing.foreground import foreground_mask
 from autouad.preprocessing.preprocessor import restore_to_canonical
 from autouad.postprocessing.morphology import postprocess_cropped
 from autouad.selection.configurations import HISTOGRAM_FALLBACK_Z, case_statistics
-from autouad.selection.evidence import INTENSITY, KNN, intensity_values, robust_z
+from autouad.selection.evidence import INTENSITY, KNN_KIND, intensity_values, robust_z
 from autouad.selection.image_scores import image_score
 from autouad.utils.files import load_json, remove_stale_temporaries, save_json
 from autouad.utils.progress import progress
@@ -49,7 +49,7 @@ class ConfiguredPredictor:
         from autouad.model import DatasetFacts
         self.dataset = DatasetFacts(**instructions["dataset_facts"])
         self.knn_reference = None
-        if any(info["kind"] == "knn" for info in self.members.values()):
+        if any(info["kind"] == KNN_KIND for info in self.members.values()):
             self.knn_reference = self._knn_reference(raw_dataset_folder)
 
     @classmethod
@@ -148,7 +148,7 @@ class ConfiguredPredictor:
                 scores[member] = image_score(signed, prepared.region, info.get("image_score") or "mean")
                 if shown is None:
                     shown = predictor.result(prepared, maps)
-            elif info["kind"] == KNN:
+            elif info["kind"] == KNN_KIND:
                 query = shrink(np.squeeze(loaded.orientation.from_canonical(loaded.data[0]))).ravel()[None]
                 scores[member] = float(knn_scores(self.knn_reference, query, 1)[0])
         norms = self.chosen.get("normalisation")

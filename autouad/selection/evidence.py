@@ -32,7 +32,8 @@ from autouad.utils.files import load_json, load_npy
 from autouad.utils.progress import progress
 
 INTENSITY = "intensity"
-KNN = "pixel_knn"
+KNN = "pixel_knn"  # the kNN baseline's candidate name
+KNN_KIND = "knn"  # its kind (a candidate's name and kind are different things)
 ALL_CHANNELS_SUFFIX = ":allchannels"  # a method trained on every channel instead of its paper's one
 
 
@@ -251,7 +252,7 @@ def collect_image_evidence(raw_folder: Path, preprocessed_folder: Path, splits: 
                     pre = load_preprocessed_case(data_folder, case.name, modality)
                     signed = maps if candidate.anomalous_side == "above" else -maps
                     case.scores[candidate.name] = image_score(signed, pre.region, candidate.image_score)
-            elif candidate.kind == KNN:
+            elif candidate.kind == KNN_KIND:
                 normal = [n for n in splits[fold]["train"] if by_id[n].role == "normal"]
                 reference = np.stack([vector(n) for n in progress(normal, desc=f"kNN fold {fold}: normal images",
                                                               disable=quiet, file=sys.stdout)])

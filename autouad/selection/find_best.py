@@ -33,7 +33,7 @@ from autouad.evaluation.metrics import roc_auc, undefined_to_none
 from autouad.selection.configurations import (THRESHOLD_SOURCES, PixelConfiguration, PixelScorer, bootstrap_interval,
                                               ensemble_values, image_ensemble, image_threshold,
                                               pixel_auroc)
-from autouad.selection.evidence import (INTENSITY, KNN, Candidate, CaseEvidence, SelectionError,
+from autouad.selection.evidence import (INTENSITY, KNN, KNN_KIND, Candidate, CaseEvidence, SelectionError,
                                         collect_image_evidence, collect_pixel_evidence, intensity_candidates,
                                         method_candidates, trained_method_folders)
 from autouad.utils.files import load_json, save_json
@@ -365,7 +365,7 @@ def gather(dataset_name: str, raw_folder: Path, preprocessed_folder: Path, resul
     if proxy:
         from autouad.selection.proxy import collect_proxy_evidence
         if task == "image" and fingerprint["summary"]["dimension"] == 2:
-            candidates.append(Candidate(KNN, "knn", note="pixel kNN against the fold's normal training images"))
+            candidates.append(Candidate(KNN, KNN_KIND, note="pixel kNN against the fold's normal training images"))
         if task != "image":
             candidates += intensity_candidates(fingerprint)
         evidence = collect_proxy_evidence(raw_folder / dataset_name, splits, folds, candidates, fingerprint,
@@ -375,7 +375,7 @@ def gather(dataset_name: str, raw_folder: Path, preprocessed_folder: Path, resul
         return task, folds, candidates, evidence, kernels, plans, True
     if task == "image":
         if fingerprint["summary"]["dimension"] == 2:
-            candidates.append(Candidate(KNN, "knn", note="pixel kNN: 32x32 standardised images, distance to the "
+            candidates.append(Candidate(KNN, KNN_KIND, note="pixel kNN: 32x32 standardised images, distance to the "
                                                          "fold's nearest normal training image"))
         evidence = collect_image_evidence(raw_folder / dataset_name, pre, splits, folds, candidates, quiet)
         kernels = [0]

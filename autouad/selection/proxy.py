@@ -29,7 +29,7 @@ from autouad.dataset.validation import LoadedCase, load_case
 from autouad.fingerprint.extractor import slice_is_reference
 from autouad.preprocessing.foreground import foreground_mask
 from autouad.preprocessing.preprocessor import restore_to_canonical
-from autouad.selection.evidence import INTENSITY, KNN, Candidate, CaseEvidence, SelectionError, intensity_values
+from autouad.selection.evidence import INTENSITY, KNN_KIND, Candidate, CaseEvidence, SelectionError, intensity_values
 from autouad.selection.image_scores import image_score
 from autouad.utils.progress import progress
 
@@ -131,7 +131,7 @@ def collect_proxy_evidence(raw_folder: Path, splits: list[dict], folds: list[int
                     else:
                         canonical = restore_to_canonical(maps, prepared.meta, order=1)
                         evidence.maps[candidate.name] = (sign * canonical[proxy_region]).astype(np.float32)
-                elif candidate.kind == KNN and image_level:
+                elif candidate.kind == KNN_KIND and image_level:
                     if fold not in knn_reference:
                         knn_reference[fold] = np.stack([
                             shrink(np.squeeze(read_image(by_id[n].images[0])[0])).ravel()
