@@ -8,7 +8,9 @@ figure it logs while training: pixel AUROC on the fold's validation slices, or i
 image-level data, with the minutes of training so far) and its ``budget`` event (how the schedule
 was fitted to the budget: seconds per iteration measured on the first steps, the factor applied to
 the paper's schedule, the iterations kept). This script gathers them per dataset and method, writes
-them as JSON and draws one panel per dataset with one line per method and fold.
+them as JSON and draws one panel per dataset with one line per method and fold. The curves already in
+--output of methods this work folder did not train stay (a benchmark run a few methods at a time, in
+several work folders, draws one figure); --replace starts from nothing.
 """
 from __future__ import annotations
 
@@ -45,6 +47,14 @@ def gather(work: Path) -> dict:
     return out
 
 
+def merge(old: dict, new: dict) -> dict:
+    """``old``'s curves with ``new``'s in place of those of the same dataset and method."""
+    out = {dataset: dict(methods) for dataset, methods in old.items()}
+    for dataset, methods in new.items():
+        out.setdefault(dataset, {}).update(methods)
+    return out
+
+
 def plot(curves: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -75,11 +85,15 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="the quality benchmark's work folder")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/quality_vs_minutes.json")
     parser.add_argument("--plot", type=Path, default=REPO / "docs/images/quality_vs_minutes.png")
+    parser.add_argument("--replace", action="store_true",
+                        help="write only this work folder's curves (default: keep --output's curves of other methods)")
     args = parser.parse_args(argv)
     curves = gather(args.work)
     if not curves:
         print(f"{args.work}: no training_log.json with validation events under results/", file=sys.stderr)
         return 1
+    if args.output.is_file() and not args.replace:
+        curves = merge(json.loads(args.output.read_text(encoding="utf-8")), curves)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_json(curves, args.output, indent=1)
     plot(curves, args.plot)

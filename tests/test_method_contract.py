@@ -12,6 +12,7 @@ The networks are the method's declared ``tiny_network``: the paper's architectur
 its widths, so that the whole contract runs in seconds per method.
 """
 import copy
+import time
 
 import numpy as np
 import pytest
@@ -174,3 +175,40 @@ def test_a_budget_scales_the_schedule_and_leaves_the_start_untouched(tiny, tmp_p
     resumed = trainer(tmp_path / "a")
     resumed.resume()
     assert resumed.schedule == fresh.schedule and resumed.finished
+
+
+def test_a_budget_leaves_room_for_the_work_besides_iterations(tiny, tmp_path, monkeypatch):
+    """The budget is the run's wall time: what a run does besides its iterations (here a stated 20 s
+    once and 0.01 s per iteration) is taken out first, so the iterations get (budget - 20 s) and the
+    fitted run's estimate is the budget. HealthyGAN's model selections are part of its overheads
+    (the Kermany fold that planned 7.9 minutes and took 10.4)."""
+    plans, plans_path = planned(tiny, "vae")
+    cls = get_method("vae").trainer_class()
+    monkeypatch.setattr(cls, "budget_overheads", lambda self: (20.0, 0.01))
+    trainer = cls(copy.deepcopy(plans), 0, plans_path.parent, tmp_path / "vae")
+    trainer.initialize()
+    phases = list(trainer.phases)
+    fitted = trainer.fit_to_budget(1.0)
+    assert fitted["overhead_seconds"] == {"fixed": 20.0, "per_iteration": 0.01}
+    per_iteration = fitted["seconds_per_iteration"]
+    estimate = sum(p.iterations * (per_iteration[p.kind] + 0.01) for p in phases)
+    assert fitted["factor"] == pytest.approx(40.0 / estimate, rel=0.02)
+    assert fitted["estimated_minutes"] == pytest.approx(1.0, abs=0.05)
+
+    plans, plans_path = planned(tiny, "healthygan")
+    gan = get_method("healthygan").trainer_class()(copy.deepcopy(plans), 0, plans_path.parent, tmp_path / "gan")
+    gan.initialize()
+    assert gan.selection_sets
+    calls = []
+
+    def slow_distance(self, translate=True):
+        calls.append(translate)
+        time.sleep(0.05)
+        return 0.0
+    monkeypatch.setattr(AutoUADTrainer, "budget_overheads", lambda self: (0.0, 0.0))
+    monkeypatch.setattr(type(gan), "frechet_distance", slow_distance)
+    fixed, _ = gan.budget_overheads()
+    every = gan.schedule_value("selection_every")
+    selections = sum(-(-p.iterations // every) for p in gan.phases if p.kind == "training") + 1
+    assert len(calls) == 1  # timed once, counted for every selection
+    assert selections * 0.05 <= fixed < selections * 0.05 * 2

@@ -31,3 +31,17 @@ def test_curves_per_method_and_fold_with_the_budget(tmp_path):
     assert json.loads(output.read_text(encoding="utf-8"))["Dataset001_X"]["vae"][1]["minutes"] == [0.0, 1.0]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert curves_script.main(["--work", str(tmp_path / "empty")]) == 1
+
+
+def test_curves_of_other_work_folders_stay_unless_replaced(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_log(first, "vae__autouadPlans_vae", 0, [0.5, 0.7])
+    write_log(first, "caae__autouadPlans_caae", 0, [0.6, 0.65])
+    write_log(second, "caae__autouadPlans_caae", 0, [0.3, 0.9])
+    output, plot = tmp_path / "curves.json", tmp_path / "curves.png"
+    for work in (first, second):
+        assert curves_script.main(["--work", str(work), "--output", str(output), "--plot", str(plot)]) == 0
+    curves = json.loads(output.read_text(encoding="utf-8"))["Dataset001_X"]
+    assert curves["vae"][0]["values"] == [0.5, 0.7] and curves["caae"][0]["values"] == [0.3, 0.9]
+    assert curves_script.main(["--work", str(second), "--output", str(output), "--plot", str(plot), "--replace"]) == 0
+    assert sorted(json.loads(output.read_text(encoding="utf-8"))["Dataset001_X"]) == ["caae"]

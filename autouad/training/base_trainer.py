@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -289,10 +290,14 @@ class AutoUADTrainer:
         starting state, which is then restored exactly (weights, optimizers, data streams, log), so a
         budgeted run trains as a run of the scaled schedule would. The schedule's ``budget_keys`` are
         all multiplied by budget / estimate: the paper's ratios between stages are kept, only their
-        length follows the machine. Validation export and calibration come on top of the budget."""
+        length follows the machine. The work a run does besides its iterations is timed too and
+        taken out of the budget first (budget_overheads: the checkpoint writes, the validation-curve
+        points, a method's own periodic work such as HealthyGAN's model selection); the final
+        validation export and calibration come on top of the budget."""
         snapshot = copy.deepcopy(self.state_dict())
         seconds: dict[str, float] = {}
         try:
+            fixed_seconds, per_iteration_seconds = self.budget_overheads()
             for phase in self.phases:
                 if phase.kind in seconds:
                     continue
@@ -316,8 +321,14 @@ class AutoUADTrainer:
             times = torch.tensor([seconds[k] for k in kinds], dtype=torch.float64, device=self.device)
             dist.all_reduce(times, op=dist.ReduceOp.MAX)
             seconds = dict(zip(kinds, times.tolist()))
-        estimate = sum(p.iterations * seconds[p.kind] for p in self.phases)
-        factor = minutes * 60.0 / max(estimate, 1e-6)
+            # the slowest rank's overheads too
+            overheads = torch.tensor([fixed_seconds, per_iteration_seconds], dtype=torch.float64, device=self.device)
+            dist.all_reduce(overheads, op=dist.ReduceOp.MAX)
+            fixed_seconds, per_iteration_seconds = overheads.tolist()
+        estimate = sum(p.iterations * (seconds[p.kind] + per_iteration_seconds) for p in self.phases)
+        # where the fixed overheads eat the whole budget, a tenth of it still goes to training
+        training_seconds = max(minutes * 60.0 - fixed_seconds, 0.1 * minutes * 60.0)
+        factor = training_seconds / max(estimate, 1e-6)
         scaled = dict(self.schedule)
         for key in self.budget_keys:
             value = scaled.get(key)
@@ -327,18 +338,34 @@ class AutoUADTrainer:
         scaled.update(budget_minutes=minutes, budget_factor=round(factor, 6))
         self.schedule = scaled
         self.phases = self.build_phases()
-        fitted = {"budget_minutes": minutes, "factor": round(factor, 4),
+        fitted = {"budget_minutes": minutes, "factor": float(f"{factor:.4g}"),
                   "seconds_per_iteration": {k: round(v, 4) for k, v in seconds.items()},
                   "estimated_minutes_before": round(estimate / 60, 2),
+                  "overhead_seconds": {"fixed": round(fixed_seconds, 2),
+                                       "per_iteration": round(per_iteration_seconds, 4)},
                   "iterations": sum(p.iterations for p in self.phases),
-                  "estimated_minutes": round(sum(p.iterations * seconds[p.kind] for p in self.phases) / 60, 2)}
+                  "estimated_minutes": round((fixed_seconds + sum(p.iterations * (seconds[p.kind] + per_iteration_seconds)
+                                                                  for p in self.phases)) / 60, 2)}
         self.log.event(0, "budget", **fitted)
         if self.is_main:
             print(f"{self.method} fold {self.fold}: budget {minutes:g} min; measured "
                   + ", ".join(f"{k} {v:.2f} s/it" for k, v in seconds.items())
+                  + f"; other work {fixed_seconds:.0f} s + {per_iteration_seconds:.2f} s/it"
                   + f"; schedule scaled by {factor:.3g} to {fitted['iterations']} iterations "
                     f"(about {fitted['estimated_minutes']:.1f} min)")
         return fitted
+
+    def budget_overheads(self) -> tuple[float, float]:
+        """(seconds a run spends besides its iterations whatever their number, seconds it adds per
+        iteration), timed here: the validation-curve points (validation_points + 1 of them) and the
+        checkpoint writes (one every checkpoint_every iterations, timed into memory). A method with
+        periodic work of its own adds it (super() plus its part); the state is restored afterwards."""
+        start = time.perf_counter()
+        self.validation_quality()
+        fixed = (self.validation_points + 1) * (time.perf_counter() - start)
+        start = time.perf_counter()
+        torch.save(self.state_dict(), io.BytesIO())
+        return fixed, (time.perf_counter() - start) / max(1, self.checkpoint_every)
 
     def _load_parts(self, state: dict) -> None:
         """The networks', optimizers' and batch streams' saved states."""

@@ -54,6 +54,8 @@ Choices where the paper is silent, each documented:
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -293,6 +295,19 @@ class HealthyGANTrainer(AutoUADTrainer):
         """FD between (translated) selection slices and the real normal ones."""
         return frechet_distance_of_features(self.selection_features("translated", translate),
                                             self.selection_features("real", False))
+
+    def budget_overheads(self) -> tuple[float, float]:
+        """The base's, plus the model selections: one Fréchet distance every ``selection_every``
+        iterations and at the last (their number does not change when a budget scales both), and the
+        untranslated distance after the feature network's phase."""
+        fixed, per_iteration = super().budget_overheads()
+        if self.selection_sets:
+            start = time.perf_counter()
+            self.frechet_distance()
+            every = self.schedule_value("selection_every")
+            selections = sum(-(-p.iterations // every) for p in self.phases if p.kind == "training") + 1
+            fixed += selections * (time.perf_counter() - start)
+        return fixed, per_iteration
 
     def select_generator(self, step: int) -> None:
         if not self.selection_sets:
