@@ -272,3 +272,50 @@ def test_a_short_run_logs_a_discriminator_that_is_not_saturated(trainer_factory)
     assert all(0.0 <= a <= 1.0 for a in d_accuracy) and min(d_accuracy) < 1.0
     assert max(fence_cut_losses) < 1.99
     assert all("d_fooled" in e for e in entries if e["phase"].endswith("main"))
+
+
+# ---- orientation of I_ro ---------------------------------------------------------------------------------
+def test_a_fold_whose_anomalies_fell_into_the_dark_cluster_maps_one_minus_i_ro(trainer_factory, monkeypatch, tmp_path):
+    """The anomalous end of I_ro is where the input set's values leave R_d's range: a fold whose
+    input set exceeds R_d below (the cluster flip of paper 001, Fig. 8) predicts 1 - I_ro, one that
+    exceeds it above (or nowhere clearly) keeps I_ro; the choice travels with M's weights, and
+    weights saved before it existed load as not inverted."""
+    trainer = trainer_factory()
+    assert trainer.plans.threshold.peak != "leftmost"  # the demo's lesions are bright: I_ro expected above
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(0.2, 0.8, 20000)
+    dark_excess = np.concatenate([rng.uniform(0.2, 0.8, 18000), rng.uniform(0.0, 0.1, 2000)])
+    bright_excess = 1.0 - dark_excess
+    slices = torch.from_numpy(trainer.inputs.read(np.arange(2))).float()
+    main = trainer.networks["M"]
+    with torch.no_grad():
+        main.eval()
+        raw = main(slices)[2][:, 0]
+    for inputs, inverted in ((dark_excess, True), (bright_excess, False), (reference[::-1].copy(), False)):
+        values = iter([reference, inputs])
+        monkeypatch.setattr(trainer, "sampled_map_values", lambda pool: next(values))
+        figures = trainer.orient()
+        assert figures["inverted"] is inverted and main.inverted.item() == float(inverted)
+        expected = 1 - raw if inverted else raw
+        torch.testing.assert_close(trainer.predict_anomaly_map_eval(slices), expected)
+        assert trainer.log.events[-1]["event"] == "orientation"
+    # the orientation is part of M's state: saved and loaded with it; older weights load as I_ro
+    main.inverted.fill_(1.0)
+    saved = state(main)
+    assert saved["inverted"].item() == 1.0
+    fresh = ASCNetMain(**trainer.network_kwargs())
+    fresh.load_state_dict(saved)
+    assert fresh.inverted.item() == 1.0
+    older = {k: v for k, v in saved.items() if k != "inverted"}
+    fresh.load_state_dict(older)
+    assert fresh.inverted.item() == 0.0
+
+
+def test_a_run_ends_with_its_orientation_decided_from_the_training_sets(trainer_factory):
+    trainer = trainer_factory({"stage1_cycles": 1, "stage2_cycles": 1, "max_iterations_per_step": 2})
+    trainer.checkpoint_every = 10 ** 6
+    trainer.run_training()
+    [event] = [e for e in trainer.log.events if e["event"] == "orientation"]
+    assert event["expected_side"] == "above" and isinstance(event["inverted"], bool)
+    assert 0.0 <= event["inputs_above_reference_p99"] <= 1.0 and 0.0 <= event["inputs_below_reference_p1"] <= 1.0
+    assert trainer.networks["M"].inverted.item() == float(event["inverted"])

@@ -85,8 +85,18 @@ class ASCDecoder(nn.Module):
         return torch.sigmoid(self.head(x))
 
 
+def default_orientation(state_dict: dict, prefix: str, *args) -> None:
+    """Weights saved before M carried its orientation were never inverted."""
+    state_dict.setdefault(prefix + "inverted", torch.zeros(()))
+
+
 class ASCNetMain(nn.Module):
-    """M: x -> (I_fc, I_wc, I_ro), all in [0, 1] and of x's size."""
+    """M: x -> (I_fc, I_wc, I_ro), all in [0, 1] and of x's size.
+
+    ``inverted`` (a buffer, 0 or 1; not part of the paper's network) records whether the trained
+    fold's anomaly map is 1 - I_ro instead of I_ro: decided once at the end of training from the
+    training data (autouad.methods.ascnet.trainer, "Orientation"), saved with the weights so that
+    every copy of the model predicts alike. ``oriented`` applies it; ``forward`` is the paper's."""
 
     def __init__(self, in_channels: int = 1, features=(32, 64, 128, 256), transition: int = 512,
                  dropout: float = 0.3):
@@ -95,6 +105,12 @@ class ASCNetMain(nn.Module):
         self.fence_cut = ASCDecoder(in_channels, features, transition, dropout)
         self.wild_cut = ASCDecoder(in_channels, features, transition, dropout)
         self.reconstructor = nn.Conv2d(2 * in_channels, in_channels, 1)
+        self.register_buffer("inverted", torch.zeros(()))
+        self._register_load_state_dict_pre_hook(default_orientation)
+
+    def oriented(self, i_ro: torch.Tensor) -> torch.Tensor:
+        """I_ro, or 1 - I_ro where the fold's anomalies fell into its dark cluster."""
+        return i_ro + self.inverted.to(i_ro.dtype) * (1 - 2 * i_ro)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         bottom, skips = self.encoder(x)

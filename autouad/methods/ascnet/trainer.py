@@ -47,6 +47,20 @@ Stopping rule: the authors stopped a stage by eye when the histogram of I_ro spl
 four separated peaks. After each cycle we count the separated peaks of the I_ro histogram on the
 validation slices (no labels involved); at ``min_peaks`` the stage's remaining cycles are skipped
 and the event is logged.
+
+Orientation (autouad's, label-free; the papers leave it open): which end of I_ro's histogram holds
+the anomalies is not fixed by training. Paper 001 (Fig. 8) shows FLAIR cases whose tumour fell into
+the leftmost peak, "a cluster flip", and leaves its analysis to future work; for dark liver lesions
+the authors threshold "the rightmost peak of the inverted image", choosing the inversion by hand per
+dataset. Here a fold that came out flipped is found at the end of training from the two sets the
+method already has: the input set I_in holds the anomalies and R_d does not, so the anomalous end
+is where I_in's values exceed R_d's range (beyond R_d's 1st or 99th percentile, on up to
+``orientation_slices`` slices of each, inside the ROI). Where the other end than the plans' expected
+one (the fingerprint's polarity, as the threshold's peak) holds at least twice the excess, and 1 %
+of the voxels more, the fold's map becomes 1 - I_ro (M's ``inverted`` buffer, saved with its
+weights), as the paper inverts for dark lesions. On BraTS-6 at the `fast` budget both folds' I_ro
+ranked the tumour below chance (pooled AUROC 0.18; docs/results.md). The figures are logged as an
+``orientation`` event. No mask or label is read.
 """
 from __future__ import annotations
 
@@ -241,6 +255,8 @@ class ASCNetTrainer(AutoUADTrainer):
     def on_phase_end(self, phase_index: int, phase: Phase) -> None:
         if phase.kind != "main" or not self.is_main:
             self._share_skips()
+            if self.training_ends_after(phase_index):
+                self._share_orientation()
             return
         rule = self.settings.get("stopping_rule", {})
         counts = self.validation_histogram(int(rule.get("max_slices", 128)))
@@ -255,6 +271,53 @@ class ASCNetTrainer(AutoUADTrainer):
         if stop:
             self.skipped_phases.update(later)
         self._share_skips()
+        if self.training_ends_after(phase_index):
+            self.orient()
+            self._share_orientation()
+
+    def training_ends_after(self, phase_index: int) -> bool:
+        return all(i in self.skipped_phases for i in range(phase_index + 1, len(self.phases)))
+
+    # ---- orientation (see the module docstring) ---------------------------------------------------
+    orientation_slices = 256
+
+    def sampled_map_values(self, pool: SlicePool) -> np.ndarray:
+        """The map's values on up to ``orientation_slices`` slices of ``pool``, inside the ROI."""
+        picks = np.unique(np.linspace(0, len(pool) - 1, min(self.orientation_slices, len(pool))).round().astype(int))
+        values = []
+        for start in range(0, len(picks), 2 * self.batch_size):
+            idx = picks[start:start + 2 * self.batch_size]
+            maps = self.predict_anomaly_map_eval(self.to_device(pool.read(idx))).float().cpu().numpy()
+            roi = pool.read_roi(idx)
+            values.append(maps[roi] if roi is not None else maps.ravel())
+        return np.concatenate(values)
+
+    def orient(self) -> dict:
+        """Decide whether this fold's map is I_ro or 1 - I_ro (M's ``inverted``); logs and returns the figures."""
+        main = self.networks["M"]
+        main.inverted.fill_(0.0)
+        reference, inputs = self.sampled_map_values(self.reference), self.sampled_map_values(self.inputs)
+        low, high = np.percentile(reference, [1.0, 99.0])
+        above, below = float(np.mean(inputs > high)), float(np.mean(inputs < low))
+        expected_above = self.plans.threshold.peak != "leftmost"
+        expected, other = (above, below) if expected_above else (below, above)
+        invert = other >= 2.0 * expected and other - expected >= 0.01
+        main.inverted.fill_(float(invert))
+        figures = {"inputs_above_reference_p99": round(above, 4), "inputs_below_reference_p1": round(below, 4),
+                   "expected_side": "above" if expected_above else "below", "inverted": invert}
+        self.log.event(self.position["step"], "orientation", major=True, **figures)
+        print(f"  orientation: {above:.1%} of I_in above R_d's 99th percentile, {below:.1%} below its 1st; "
+              + ("the anomalies fell into the other end: the map is 1 - I_ro" if invert else "the map is I_ro"))
+        return figures
+
+    def _share_orientation(self) -> None:
+        """Rank 0 decides the orientation; under DDP every rank takes it."""
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+        flag = self.networks["M"].inverted.detach().clone().to(self._collective_device())
+        dist.broadcast(flag, 0)
+        self.networks["M"].inverted.fill_(float(flag.item()))
 
     def _share_skips(self) -> None:
         """Rank 0 decides the stopping rule; under DDP every rank must skip the same phases."""
@@ -270,4 +333,5 @@ class ASCNetTrainer(AutoUADTrainer):
     # ---- inference -------------------------------------------------------------------------------
     def predict_anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
         """I_ro; with several input channels the one the planner's threshold reads (the most contrasted)."""
-        return self.networks["M"](images)[2][:, self.plans.threshold.channel or 0]
+        main = self.networks["M"]
+        return main.oriented(main(images)[2][:, self.plans.threshold.channel or 0])
