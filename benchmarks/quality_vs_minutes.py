@@ -63,10 +63,13 @@ def plot(curves: dict, path: Path) -> None:
     datasets = sorted(curves)
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # one colour per method in every panel
+    methods = sorted({m for dataset in datasets for m in curves[dataset]})
     for ax, dataset in zip(axes[0], datasets):
-        for index, (method, folds) in enumerate(sorted(curves[dataset].items())):
+        for method, folds in sorted(curves[dataset].items()):
+            colour = colours[methods.index(method) % len(colours)]
             for fold in folds:
-                ax.plot(fold["minutes"], fold["values"], marker="o", markersize=3, color=colours[index % len(colours)],
+                ax.plot(fold["minutes"], fold["values"], marker="o", markersize=3, color=colour,
                         linestyle="-" if fold["fold"] == 0 else "--",
                         label=f"{method} fold {fold['fold']}")
         metric = next(iter(curves[dataset].values()))[0]["metric"]
