@@ -293,7 +293,7 @@ def test_a_fold_whose_anomalies_fell_into_the_dark_cluster_maps_one_minus_i_ro(t
         raw = main(slices)[2][:, 0]
     for inputs, inverted in ((dark_excess, True), (bright_excess, False), (reference[::-1].copy(), False)):
         values = iter([reference, inputs])
-        monkeypatch.setattr(trainer, "sampled_map_values", lambda pool: next(values))
+        monkeypatch.setattr(trainer, "sampled_map_values", lambda pool, max_slices: next(values))
         figures = trainer.orient()
         assert figures["inverted"] is inverted and main.inverted.item() == float(inverted)
         expected = 1 - raw if inverted else raw

@@ -325,7 +325,10 @@ class AutoUADTrainer:
             overheads = torch.tensor([fixed_seconds, per_iteration_seconds], dtype=torch.float64, device=self.device)
             dist.all_reduce(overheads, op=dist.ReduceOp.MAX)
             fixed_seconds, per_iteration_seconds = overheads.tolist()
-        estimate = sum(p.iterations * (seconds[p.kind] + per_iteration_seconds) for p in self.phases)
+
+        def seconds_of(phases) -> float:
+            return sum(p.iterations * (seconds[p.kind] + per_iteration_seconds) for p in phases)
+        estimate = seconds_of(self.phases)
         # where the fixed overheads eat the whole budget, a tenth of it still goes to training
         training_seconds = max(minutes * 60.0 - fixed_seconds, 0.1 * minutes * 60.0)
         factor = training_seconds / max(estimate, 1e-6)
@@ -344,8 +347,7 @@ class AutoUADTrainer:
                   "overhead_seconds": {"fixed": round(fixed_seconds, 2),
                                        "per_iteration": round(per_iteration_seconds, 4)},
                   "iterations": sum(p.iterations for p in self.phases),
-                  "estimated_minutes": round((fixed_seconds + sum(p.iterations * (seconds[p.kind] + per_iteration_seconds)
-                                                                  for p in self.phases)) / 60, 2)}
+                  "estimated_minutes": round((fixed_seconds + seconds_of(self.phases)) / 60, 2)}
         self.log.event(0, "budget", **fitted)
         if self.is_main:
             print(f"{self.method} fold {self.fold}: budget {minutes:g} min; measured "

@@ -232,16 +232,19 @@ class ASCNetTrainer(AutoUADTrainer):
     # ---- stopping rule ---------------------------------------------------------------------------
     def validation_histogram(self, max_slices: int) -> np.ndarray:
         """Histogram of I_ro over the validation slices (inside the ROI where there is one)."""
-        pool = self.data.validation_pool()
+        values = self.sampled_map_values(self.data.validation_pool(), max_slices)
+        return np.histogram(values, DEFAULT_BINS, self.histogram_range)[0]
+
+    def sampled_map_values(self, pool: SlicePool, max_slices: int) -> np.ndarray:
+        """The map's values on up to ``max_slices`` slices spread over ``pool``, inside the ROI."""
         picks = np.unique(np.linspace(0, len(pool) - 1, min(max_slices, len(pool))).round().astype(int))
-        counts = np.zeros(DEFAULT_BINS, np.int64)
-        bs = 2 * self.batch_size
-        for start in range(0, len(picks), bs):
-            idx = picks[start:start + bs]
-            maps = self.predict_anomaly_map_eval(self.to_device(pool.read(idx))).cpu().numpy()
+        values = []
+        for start in range(0, len(picks), 2 * self.batch_size):
+            idx = picks[start:start + 2 * self.batch_size]
+            maps = self.predict_anomaly_map_eval(self.to_device(pool.read(idx))).float().cpu().numpy()
             roi = pool.read_roi(idx)
-            counts += np.histogram(maps[roi] if roi is not None else maps, DEFAULT_BINS, self.histogram_range)[0]
-        return counts
+            values.append(maps[roi] if roi is not None else maps.ravel())
+        return np.concatenate(values)
 
     @torch.inference_mode()
     def predict_anomaly_map_eval(self, images: torch.Tensor) -> torch.Tensor:
@@ -281,22 +284,12 @@ class ASCNetTrainer(AutoUADTrainer):
     # ---- orientation (see the module docstring) ---------------------------------------------------
     orientation_slices = 256
 
-    def sampled_map_values(self, pool: SlicePool) -> np.ndarray:
-        """The map's values on up to ``orientation_slices`` slices of ``pool``, inside the ROI."""
-        picks = np.unique(np.linspace(0, len(pool) - 1, min(self.orientation_slices, len(pool))).round().astype(int))
-        values = []
-        for start in range(0, len(picks), 2 * self.batch_size):
-            idx = picks[start:start + 2 * self.batch_size]
-            maps = self.predict_anomaly_map_eval(self.to_device(pool.read(idx))).float().cpu().numpy()
-            roi = pool.read_roi(idx)
-            values.append(maps[roi] if roi is not None else maps.ravel())
-        return np.concatenate(values)
-
     def orient(self) -> dict:
         """Decide whether this fold's map is I_ro or 1 - I_ro (M's ``inverted``); logs and returns the figures."""
         main = self.networks["M"]
         main.inverted.fill_(0.0)
-        reference, inputs = self.sampled_map_values(self.reference), self.sampled_map_values(self.inputs)
+        reference, inputs = (self.sampled_map_values(pool, self.orientation_slices)
+                             for pool in (self.reference, self.inputs))
         low, high = np.percentile(reference, [1.0, 99.0])
         above, below = float(np.mean(inputs > high)), float(np.mean(inputs < low))
         expected_above = self.plans.threshold.peak != "leftmost"
