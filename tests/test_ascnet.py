@@ -272,6 +272,11 @@ def test_a_short_run_logs_a_discriminator_that_is_not_saturated(trainer_factory)
     assert all(0.0 <= a <= 1.0 for a in d_accuracy) and min(d_accuracy) < 1.0
     assert max(fence_cut_losses) < 1.99
     assert all("d_fooled" in e for e in entries if e["phase"].endswith("main"))
+    # the run ends with its orientation decided from the training sets (one training run for both checks)
+    [event] = [e for e in trainer.log.events if e["event"] == "orientation"]
+    assert event["expected_side"] == "above" and isinstance(event["inverted"], bool)
+    assert 0.0 <= event["inputs_above_reference_p99"] <= 1.0 and 0.0 <= event["inputs_below_reference_p1"] <= 1.0
+    assert trainer.networks["M"].inverted.item() == float(event["inverted"])
 
 
 # ---- orientation of I_ro ---------------------------------------------------------------------------------
@@ -309,13 +314,3 @@ def test_a_fold_whose_anomalies_fell_into_the_dark_cluster_maps_one_minus_i_ro(t
     older = {k: v for k, v in saved.items() if k != "inverted"}
     fresh.load_state_dict(older)
     assert fresh.inverted.item() == 0.0
-
-
-def test_a_run_ends_with_its_orientation_decided_from_the_training_sets(trainer_factory):
-    trainer = trainer_factory({"stage1_cycles": 1, "stage2_cycles": 1, "max_iterations_per_step": 2})
-    trainer.checkpoint_every = 10 ** 6
-    trainer.run_training()
-    [event] = [e for e in trainer.log.events if e["event"] == "orientation"]
-    assert event["expected_side"] == "above" and isinstance(event["inverted"], bool)
-    assert 0.0 <= event["inputs_above_reference_p99"] <= 1.0 and 0.0 <= event["inputs_below_reference_p1"] <= 1.0
-    assert trainer.networks["M"].inverted.item() == float(event["inverted"])
