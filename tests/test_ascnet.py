@@ -209,7 +209,16 @@ def test_a_main_step_cap_gives_both_steps_the_same_fewer_epochs(trainer_factory)
     assert capped["stage1/cycle1/discriminator"] == 3 * d1 and capped["stage2/cycle1/discriminator"] == 3 * d2
 
 
-# ---- D's signal reaches M (issue 26) ---------------------------------------------------------------
+def test_a_budget_scales_epochs_without_rounding_them_to_whole_ones(trainer_factory):
+    """BraTS-6 fold 1 at 8 minutes: factor 0.135 of 10 epochs per step is 1.35 epochs; rounded to 1,
+    the fold trained 6.0 minutes of its 8."""
+    trainer = trainer_factory({"epochs_per_step": 10, "max_iterations_per_step": None,
+                               "max_main_iterations_per_step": None})
+    per_epoch = trainer.iterations_per_epoch(len(trainer.inputs))
+    trainer.schedule = trainer.scaled_schedule(0.135)
+    assert trainer.schedule["epochs_per_step"] == pytest.approx(1.35)
+    main = {p.name: p.iterations for p in trainer.build_phases()}["stage1/cycle1/main"]
+    assert main == max(1, round(1.35 * per_epoch)) and (per_epoch < 2 or main > per_epoch)
 def grad_norm(loss, module):
     grads = torch.autograd.grad(loss, list(module.parameters()), retain_graph=True, allow_unused=True)
     return float(sum((g ** 2).sum() for g in grads if g is not None)) ** 0.5

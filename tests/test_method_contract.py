@@ -167,9 +167,13 @@ def test_a_budget_scales_the_schedule_and_leaves_the_start_untouched(tiny, tmp_p
     assert {k: loader.stream.state_dict() for k, loader in fresh.loaders.items()} == streams
     assert fresh.position == {"phase": 0, "iteration": 0, "step": 0} and not fresh.log.entries
     assert fitted["factor"] < 1 and fresh.schedule["budget_factor"] == pytest.approx(fitted["factor"], rel=1e-2)
+    factor = fresh.schedule["budget_factor"]
     for key in cls.budget_keys:
-        if isinstance(schedule.get(key), int):
-            assert fresh.schedule[key] == max(1, round(schedule[key] * fresh.schedule["budget_factor"])), key
+        value = schedule.get(key)
+        if isinstance(value, int) and key not in cls.fractional_budget_keys:
+            assert fresh.schedule[key] == max(1, round(value * factor)), key
+        elif isinstance(value, (int, float)):
+            assert fresh.schedule[key] == pytest.approx(value * factor, rel=1e-5), key
     assert sum(p.iterations for p in fresh.phases) <= sum(p.iterations for p in trainer(tmp_path / "b").phases)
     fresh.run_training()
     resumed = trainer(tmp_path / "a")

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from autouad.cli.train import main
+from autouad.training import base_trainer
+from autouad.training.logger import TrainingLog
 
 DATASET = "Dataset007_DemoBrainMRI"
 QUICK = ["--set", "max_iterations_per_step=1"]
@@ -28,8 +30,15 @@ def one_line_error(capsys, *fragments):
     return err
 
 
-def test_train_writes_checkpoints_log_plot_and_validation_maps(env):
+def test_train_writes_checkpoints_log_plot_and_validation_maps(env, monkeypatch):
+    drawn, checkpoints = [], []
+    monkeypatch.setattr(TrainingLog, "plot", lambda self, path, title, plot=TrainingLog.plot: (
+        drawn.append(path), plot(self, path, title))[-1])
+    monkeypatch.setattr(base_trainer, "save_checkpoint", lambda state, path, save=base_trainer.save_checkpoint: (
+        checkpoints.append(path), save(state, path))[-1])
     assert main(["7", "0", "-m", "ascnet", *QUICK]) == 0
+    # a run of seconds writes a checkpoint at every phase end but draws progress.png once, at the end
+    assert len(checkpoints) >= 4 and [p.name for p in drawn] == ["progress.png"]
     fold = env / "fold_0"
     for name in ("checkpoint_latest.pt", "checkpoint_final.pt", "training_log.json", "progress.png"):
         assert (fold / name).is_file(), name

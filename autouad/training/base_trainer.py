@@ -43,6 +43,9 @@ CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_FINAL = "checkpoint_final.pt"
 LOG_FILE = "training_log.json"
 PROGRESS_PLOT = "progress.png"
+# progress.png is drawn at most this often, and always with the final checkpoint: a drawing takes
+# 0.5-1.5 s on a CPU, more than a smoke run's iterations, and a person looks at it once a minute at most
+PROGRESS_PLOT_SECONDS = 60.0
 VALIDATION_FOLDER = "validation"
 
 
@@ -93,6 +96,9 @@ class AutoUADTrainer:
     # Schedule keys that count work (iterations, epochs, caps): a wall-clock budget scales them all by
     # one factor, so the ratios between a method's stages stay its paper's (see fit_to_budget).
     budget_keys: tuple[str, ...] = ()
+    # budget keys the trainer reads as real numbers (ASC-Net's epochs per step): scaled without rounding,
+    # because a small budget would round 1.35 epochs to 1 and train a quarter less than it has time for
+    fractional_budget_keys: tuple[str, ...] = ()
     # How often over a run the validation quality is measured (the curve in progress.png), and on
     # how many validation slices (or images): a cheap probe, not the fold's final validation.
     validation_points: int = 5
@@ -332,14 +338,8 @@ class AutoUADTrainer:
         # where the fixed overheads eat the whole budget, a tenth of it still goes to training
         training_seconds = max(minutes * 60.0 - fixed_seconds, 0.1 * minutes * 60.0)
         factor = training_seconds / max(estimate, 1e-6)
-        scaled = dict(self.schedule)
-        for key in self.budget_keys:
-            value = scaled.get(key)
-            if isinstance(value, bool) or value is None:
-                continue
-            scaled[key] = max(1, int(round(value * factor))) if isinstance(value, int) else float(value) * factor
-        scaled.update(budget_minutes=minutes, budget_factor=round(factor, 6))
-        self.schedule = scaled
+        self.schedule = self.scaled_schedule(factor)
+        self.schedule["budget_minutes"] = minutes
         self.phases = self.build_phases()
         fitted = {"budget_minutes": minutes, "factor": float(f"{factor:.4g}"),
                   "seconds_per_iteration": {k: round(v, 4) for k, v in seconds.items()},
@@ -356,6 +356,19 @@ class AutoUADTrainer:
                   + f"; schedule scaled by {factor:.3g} to {fitted['iterations']} iterations "
                     f"(about {fitted['estimated_minutes']:.1f} min)")
         return fitted
+
+    def scaled_schedule(self, factor: float) -> dict:
+        """The schedule with every budget key multiplied by ``factor``: a whole number stays whole
+        (at least 1), unless the trainer reads the key as a real number (fractional_budget_keys)."""
+        scaled = dict(self.schedule)
+        for key in self.budget_keys:
+            value = scaled.get(key)
+            if isinstance(value, bool) or value is None:
+                continue
+            whole = isinstance(value, int) and key not in self.fractional_budget_keys
+            scaled[key] = max(1, int(round(value * factor))) if whole else float(value) * factor
+        scaled["budget_factor"] = float(f"{factor:.6g}")
+        return scaled
 
     def budget_overheads(self) -> tuple[float, float]:
         """(seconds a run spends besides its iterations whatever their number, seconds it adds per
@@ -437,8 +450,10 @@ class AutoUADTrainer:
         self.log.flush(self.position["step"], self.elapsed())
         save_checkpoint(self.state_dict(), self.output_folder / name)
         self.log.save(self.output_folder / LOG_FILE, self.header())
-        self.log.plot(self.output_folder / PROGRESS_PLOT,
-                      f"{self.method} {self.plans.dataset} fold {self.fold} ({self.schedule.get('name')})")
+        if name == CHECKPOINT_FINAL or time.time() - getattr(self, "_plotted", 0.0) >= PROGRESS_PLOT_SECONDS:
+            self.log.plot(self.output_folder / PROGRESS_PLOT,
+                          f"{self.method} {self.plans.dataset} fold {self.fold} ({self.schedule.get('name')})")
+            self._plotted = time.time()
 
     def seed_iteration(self, step: int) -> None:
         seed = np.random.SeedSequence([self.seed, self.fold, step, self.rank]).generate_state(1)[0]
@@ -453,7 +468,7 @@ class AutoUADTrainer:
         return left
 
     def run_training(self) -> None:
-        self._start = time.time()
+        self._start = self._plotted = time.time()
         done = self.position["step"]
         total = done + self.remaining_iterations()
         curve_steps = {int(round(total * (i + 1) / self.validation_points)) for i in range(self.validation_points)}

@@ -84,6 +84,8 @@ class ASCNetTrainer(AutoUADTrainer):
     map_name = "I_ro"
     inference_networks = ("M",)
     budget_keys = ("epochs_per_step", "max_iterations_per_step", "max_main_iterations_per_step")
+    # build_phases turns epochs into iterations itself: 1.35 epochs is 1.35 passes over the pool
+    fractional_budget_keys = ("epochs_per_step",)
     histogram_range = (0.0, 1.0)
 
     # ---- data ------------------------------------------------------------------------------------
