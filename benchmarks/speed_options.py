@@ -5,7 +5,8 @@ a training step and for inference, against the plain float32 step.
 
 Each method is planned (fast schedule) on the project's demo brain MRI, as benchmarks/speed.py does,
 and measured in its own process: the median time of a few training iterations of its main phase and
-of inference batches (the predictor's batch size), for every option alone; and, on one set of freshly
+of inference batches (the predictor's batch size), for every option alone (every option but
+channels_last runs in the contiguous NCHW layout, whatever the method's own ``channels_last``); and, on one set of freshly
 initialised networks, how far each option's maps move from float32's (relative to the largest map
 value). Whether an option is kept is decided on these figures and on validation quality measured
 separately (docs/results.md, "Speed options").
@@ -30,18 +31,23 @@ sys.path.insert(0, str(REPO))
 from autouad.methods.registry import method_names  # noqa: E402  (after the sys.path line)
 from autouad.utils.files import save_json  # noqa: E402
 
-OPTIONS = ("fp32", "bf16_autocast", "channels_last", "compile")
+# fp32 comes first and again last: the two plain measurements bound the noise of the machine.
+OPTIONS = ("fp32", "bf16_autocast", "channels_last", "compile", "fp32_again")
 
 
-def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
+def median_seconds(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """(median seconds of ``repeats`` calls, seconds of the ``warmup`` calls before them: for
+    torch.compile, the compilation)."""
+    start = time.perf_counter()
     for _ in range(warmup):
         fn()
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median(times)), first
 
 
 def measure(method: str, workspace: Path, train_steps: int, inference_batches: int) -> dict:
@@ -50,16 +56,20 @@ def measure(method: str, workspace: Path, train_steps: int, inference_batches: i
 
     preprocessed = next((workspace / "preprocessed").glob("Dataset*"))
     plans, _ = find_plans(preprocessed, method)
-    out = {"method": method, "slice_size": list(plans.slice_size), "batch_size": plans.batch_size, "options": {}}
+    out = {"method": method, "slice_size": list(plans.slice_size), "batch_size": plans.batch_size,
+           "method_uses_channels_last": trainer_class(method).channels_last, "options": {}}
     for option in OPTIONS:
         torch.manual_seed(0)
         trainer = trainer_class(method)(plans, 0, preprocessed, workspace / "results" / f"{method}_{option}",
                                         device="cpu")
+        trainer.channels_last = option == "channels_last"  # the instance's layout, whatever the method's
         trainer.initialize()
-        if option == "channels_last":
-            for net in trainer.networks.values():
-                net.to(memory_format=torch.channels_last)
         if option == "compile":
+            # the gradient penalties (HealthyGAN, the AAEs' critic) differentiate twice, which
+            # AOTAutograd's donated buffers forbid ("requires create_graph=False"); without them it runs
+            functorch_config = getattr(getattr(torch, "_functorch", None), "config", None)
+            if functorch_config is not None and hasattr(functorch_config, "donated_buffer"):
+                functorch_config.donated_buffer = False
             try:
                 for name in list(trainer.networks):
                     trainer.networks[name] = torch.compile(trainer.networks[name])
@@ -79,7 +89,7 @@ def measure(method: str, workspace: Path, train_steps: int, inference_batches: i
                 trainer.train_iteration(phase, step["i"])
             step["i"] += 1
         try:
-            train = median_seconds(train_step, train_steps)
+            train, first_train = median_seconds(train_step, train_steps)
         except Exception as e:
             out["options"][option] = {"error": f"{type(e).__name__}: {str(e)[:120]}"}
             continue
@@ -87,12 +97,12 @@ def measure(method: str, workspace: Path, train_steps: int, inference_batches: i
         slices = np.random.default_rng(0).random((batch * inference_batches, len(plans.preprocessing.channels))
                                                  + tuple(plans.slice_size), dtype=np.float32)
         trainer.inference_precision = "bf16" if option == "bf16_autocast" else "fp32"
-        infer = median_seconds(lambda: trainer.predict_slices(slices, batch), 2)
-        out["options"][option] = {"train_seconds_per_step": train,
+        infer, _ = median_seconds(lambda: trainer.predict_slices(slices, batch), 2)
+        out["options"][option] = {"train_seconds_per_step": train, "first_train_step_seconds": first_train,
                                   "inference_slices_per_second": len(slices) / infer}
     fp32 = out["options"].get("fp32", {})
     for option, row in out["options"].items():
-        if "error" in row or option == "fp32" or not fp32:
+        if "error" in row or option == "fp32" or "error" in fp32 or not fp32:
             continue
         row["train_speedup"] = fp32["train_seconds_per_step"] / row["train_seconds_per_step"]
         row["inference_speedup"] = row["inference_slices_per_second"] / fp32["inference_slices_per_second"]
@@ -105,6 +115,7 @@ def map_differences(method: str, plans, preprocessed: Path, workspace: Path) -> 
     from autouad.methods import trainer_class
     torch.manual_seed(0)
     trainer = trainer_class(method)(plans, 0, preprocessed, workspace / "results" / f"{method}_maps", device="cpu")
+    trainer.channels_last = False
     trainer.initialize()
     slices = np.random.default_rng(1).random((8, len(plans.preprocessing.channels)) + tuple(plans.slice_size),
                                              dtype=np.float32)
@@ -113,8 +124,8 @@ def map_differences(method: str, plans, preprocessed: Path, workspace: Path) -> 
     trainer.inference_precision = "bf16"
     bf16 = trainer.predict_slices(slices)
     trainer.inference_precision = "fp32"
-    for net in trainer.networks.values():
-        net.to(memory_format=torch.channels_last)
+    trainer.channels_last = True
+    trainer.networks = trainer.placed(trainer.networks)
     channels_last = trainer.predict_slices(slices)
     scale = float(np.abs(reference).max()) or 1.0
     return {"bf16_autocast": float(np.abs(bf16 - reference).max() / scale),

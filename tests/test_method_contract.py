@@ -144,6 +144,38 @@ def test_an_interrupted_run_resumes_exactly(tiny, tmp_path, method):
 
 
 @pytest.mark.parametrize("method", method_names())
+def test_the_memory_layout_is_the_declared_one_and_changes_no_map(tiny, tmp_path, method):
+    """``channels_last`` (set per method from benchmarks/speed_options.py) puts the networks and
+    every batch from to_device in NHWC memory, for training and for a loaded model alike; the maps
+    are those of the contiguous layout up to float rounding."""
+    plans, plans_path = planned(tiny, method)
+    cls = get_method(method).trainer_class()
+    slices = np.random.default_rng(0).random((3, len(plans.preprocessing.channels)) + tuple(plans.slice_size),
+                                             dtype=np.float32)
+
+    def kernels(trainer):
+        """The 4D weights whose two layouts differ (a 1x1 or one-input-channel kernel is both)."""
+        return [p for net in trainer.networks.values() for p in net.parameters()
+                if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1]
+
+    maps = {}
+    for layout in (False, True):
+        torch.manual_seed(0)
+        trainer = cls(copy.deepcopy(plans), 0, plans_path.parent, tmp_path / str(layout))
+        trainer.channels_last = layout
+        trainer.initialize()
+        weights = kernels(trainer)
+        assert weights and all(p.is_contiguous(memory_format=torch.channels_last) == layout for p in weights)
+        assert trainer.to_device(slices).is_contiguous(memory_format=torch.channels_last) == layout
+        maps[layout] = trainer.predict_slices(slices)
+    scale = float(np.abs(maps[False]).max()) or 1.0
+    assert np.abs(maps[True] - maps[False]).max() <= 1e-4 * scale
+
+    inference = cls.for_inference(plans, 0, {k: v.state_dict() for k, v in trainer.networks.items()}, "memory")
+    assert all(p.is_contiguous(memory_format=torch.channels_last) == cls.channels_last for p in kernels(inference))
+
+
+@pytest.mark.parametrize("method", method_names())
 def test_a_budget_scales_the_schedule_and_leaves_the_start_untouched(tiny, tmp_path, method):
     """fit_to_budget times a few iterations of each phase kind from the starting state, restores it
     exactly, and multiplies the method's budget keys by one factor; a resumed run keeps the fitted

@@ -103,6 +103,10 @@ class AutoUADTrainer:
     # how many validation slices (or images): a cheap probe, not the fold's final validation.
     validation_points: int = 5
     validation_slices: int = 32
+    # Networks and their input batches in channels-last (NHWC) memory: the maps are the same, the
+    # convolutions faster or slower by method; each method sets it from benchmarks/speed_options.py
+    # (docs/results.md, "Speed options").
+    channels_last: bool = False
 
     def __init__(self, plans: Plans, fold: int, preprocessed_dataset_folder: Path | None,
                  output_folder: Path | None, device: str | torch.device = "cpu",
@@ -178,7 +182,16 @@ class AutoUADTrainer:
         return loader
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(array).to(self.device, non_blocking=True)
+        """A batch on the device, in the networks' memory layout (``channels_last``)."""
+        tensor = torch.from_numpy(array).to(self.device, non_blocking=True)
+        if self.channels_last and tensor.dim() == 4:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    def placed(self, networks: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+        """The built networks on the device, in the memory layout of ``channels_last``."""
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return {name: net.to(self.device, memory_format=layout) for name, net in networks.items()}
 
     def train_net(self, name: str) -> torch.nn.Module:
         """The network to run a training forward pass through: its DDP wrapper under DDP."""
@@ -206,7 +219,7 @@ class AutoUADTrainer:
     def initialize(self) -> None:
         torch.manual_seed(self.seed)
         self.build_pools()
-        self.networks = {k: v.to(self.device) for k, v in self.build_networks().items()}
+        self.networks = self.placed(self.build_networks())
         self.optimizers = self.build_optimizers()
         self.phases = self.build_phases()
         total = sum(p.iterations for p in self.phases)
@@ -524,7 +537,7 @@ class AutoUADTrainer:
         weights of ``networks`` (name -> state dict), in evaluation mode; it needs no preprocessed
         data. ``source`` names the file the weights came from, for error messages."""
         trainer = cls(plans, fold, None, None, device=device)
-        built = trainer.build_networks()
+        built = trainer.placed(trainer.build_networks())
         names = list(cls.inference_networks or built)
         try:
             trainer.networks = {name: built[name] for name in names}

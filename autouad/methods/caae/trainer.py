@@ -78,6 +78,7 @@ def frozen_weights(module: torch.nn.Module | None):
 
 class CAAETrainer(AutoUADTrainer):
     method = "caae"
+    channels_last = True  # faster training and inference on a CPU: docs/results.md, "Speed options"
     map_name = "|x - x'|"
     inference_networks = ("encoder", "decoder")
     budget_keys = ("iterations",)
@@ -129,7 +130,7 @@ class CAAETrainer(AutoUADTrainer):
             self.loader(reference, "critic")  # a stream of its own: fresh slices for every critic step
 
     def next_images(self, loader: str) -> torch.Tensor:
-        return self.to_device(next(self.loaders[loader])["data"]).contiguous(memory_format=torch.channels_last)
+        return self.to_device(next(self.loaders[loader])["data"])
 
     # ---- networks --------------------------------------------------------------------------------
     def encoder_outputs(self) -> int:
@@ -142,7 +143,7 @@ class CAAETrainer(AutoUADTrainer):
                     "decoder": ResNetDecoder(channels, slice_size, self.latent_dim, self.features)}
         if self.adversarial:
             networks["critic"] = LatentCritic(self.latent_dim)
-        return {name: net.to(memory_format=torch.channels_last) for name, net in networks.items()}
+        return networks
 
     def build_optimizers(self) -> dict:
         # One Adam per network: Adam is per parameter, so the encoder's and decoder's optimizers
@@ -224,7 +225,7 @@ class CAAETrainer(AutoUADTrainer):
 
     # ---- inference -------------------------------------------------------------------------------
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        encoded = self.networks["encoder"](images.contiguous(memory_format=torch.channels_last))
+        encoded = self.networks["encoder"](images)
         return self.networks["decoder"](self.deterministic_code(encoded))
 
     def predict_anomaly_map(self, images: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,7 @@ def decayed_learning_rate(base: float, iteration: int, iterations: int, decay_it
 
 class HealthyGANTrainer(AutoUADTrainer):
     method = "healthygan"
+    channels_last = True  # faster training and inference on a CPU: docs/results.md, "Speed options"
     map_name = "|x - G(x)|"
     inference_networks = ("generator",)
     budget_keys = ("iterations", "lr_decay_iterations", "feature_network_iterations", "selection_every")
@@ -163,21 +164,20 @@ class HealthyGANTrainer(AutoUADTrainer):
     def next_images(self, loader: str) -> torch.Tensor:
         """A batch of the stream, in the generator's range [-1, 1]."""
         images = self.to_device(next(self.loaders[loader])["data"])
-        return to_generator_range(images).contiguous(memory_format=torch.channels_last)
+        return to_generator_range(images)
 
     # ---- networks --------------------------------------------------------------------------------
     def build_networks(self) -> dict:
         channels = len(self.plans.input_channels)
         slice_size = self.plans.slice_size
         feature_maps = tuple(self.settings.get("model_selection", {}).get("feature_maps", FEATURE_MAPS))
-        networks = {
+        return {
             "generator": HealthyGenerator(channels, self.network_setting("generator_features", GENERATOR_FEATURES),
                                           self.network_setting("residual_blocks", RESIDUAL_BLOCKS)),
             "discriminator": PatchDiscriminator(channels, slice_size,
                                                 self.network_setting("discriminator_features", DISCRIMINATOR_FEATURES),
                                                 self.network_setting("discriminator_layers", DISCRIMINATOR_LAYERS)),
             "feature_network": FeatureNetwork(channels, tuple(int(m) for m in feature_maps))}
-        return {name: net.to(memory_format=torch.channels_last) for name, net in networks.items()}
 
     def build_optimizers(self) -> dict:
         optimizer = self.settings["optimizer"]
@@ -285,7 +285,6 @@ class HealthyGANTrainer(AutoUADTrainer):
         bs, out = max(1, 2 * self.batch_size), []
         for start in range(0, len(indices), bs):
             images = to_generator_range(self.to_device(pool.read(indices[start:start + bs])))
-            images = images.contiguous(memory_format=torch.channels_last)
             if translate:
                 images = self.translate(generator, images)[0]
             out.append(features.features(images).double().cpu().numpy())
@@ -345,7 +344,7 @@ class HealthyGANTrainer(AutoUADTrainer):
     # ---- inference -------------------------------------------------------------------------------
     def predict_anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
         """|x - G(x)| in the stored [0, 1] units, the channel mean: (B, C, H, W) -> (B, H, W)."""
-        x = to_generator_range(images).contiguous(memory_format=torch.channels_last)
+        x = to_generator_range(images)
         translated = self.translate(self.networks["generator"], x)[0]
         return ((x - translated).abs() / 2.0).mean(1).contiguous()
 
