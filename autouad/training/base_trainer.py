@@ -546,7 +546,7 @@ class AutoUADTrainer:
         except (KeyError, RuntimeError) as e:
             raise TrainingError(f"{source}: does not fit {cls.__name__} ({str(e).splitlines()[0][:160]})") from None
         for network in trainer.networks.values():
-            network.to(trainer.device).eval()
+            network.eval()  # already on the device: placed() moved them
         return trainer
 
     @torch.inference_mode()

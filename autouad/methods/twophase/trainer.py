@@ -111,12 +111,7 @@ class TwoPhaseTrainer(AutoUADTrainer):
         synthetic = synthesise(batch["data"], roi, rng, self.synthesis)
         masks = synthetic.masks[:, None].astype(np.float32)
         self.batch_preparation_seconds += time.perf_counter() - start
-        return (self.image_tensor(batch["data"]), self.image_tensor(synthetic.images),
-                self.image_tensor(masks))
-
-    def image_tensor(self, array: np.ndarray) -> torch.Tensor:
-        """A (B, C, H, W) batch on the device, in the networks' memory layout."""
-        return self.to_device(array)
+        return self.to_device(batch["data"]), self.to_device(synthetic.images), self.to_device(masks)
 
     # ---- networks --------------------------------------------------------------------------------
     def build_restoration_network(self, channels: int) -> torch.nn.Module:
