@@ -1,7 +1,10 @@
 """Which CPU speed-ups help each method: bf16 autocast, channels-last memory and torch.compile, for
 a training step and for inference, against the plain float32 step.
 
-    python benchmarks/speed_options.py [--methods ...] [--output benchmarks/results/speed_options_cpu.json]
+    python benchmarks/speed_options.py [--methods ...] [--options ...] [--output benchmarks/results/speed_options_cpu.json]
+
+``--options fp32 channels_last fp32_again`` measures the memory layout alone (bf16 autocast and
+compile, 7-20x slower and minutes of compilation on a CPU, take most of the full run's time).
 
 Each method is planned (fast schedule) on the project's demo brain MRI, as benchmarks/speed.py does,
 and measured in its own process: the median time of a few training iterations of its main phase and
@@ -50,7 +53,8 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
     return float(np.median(times)), first
 
 
-def measure(method: str, workspace: Path, train_steps: int, inference_batches: int) -> dict:
+def measure(method: str, workspace: Path, train_steps: int, inference_batches: int,
+            options: tuple[str, ...] = OPTIONS) -> dict:
     from autouad.methods import trainer_class
     from autouad.planning.plans_files import find_plans
 
@@ -58,7 +62,7 @@ def measure(method: str, workspace: Path, train_steps: int, inference_batches: i
     plans, _ = find_plans(preprocessed, method)
     out = {"method": method, "slice_size": list(plans.slice_size), "batch_size": plans.batch_size,
            "method_uses_channels_last": trainer_class(method).channels_last, "options": {}}
-    for option in OPTIONS:
+    for option in options:
         torch.manual_seed(0)
         trainer = trainer_class(method)(plans, 0, preprocessed, workspace / "results" / f"{method}_{option}",
                                         device="cpu")
@@ -138,12 +142,15 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=method_names(), choices=method_names())
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--inference-batches", type=int, default=2)
+    parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=OPTIONS,
+                        help="fp32 is always measured first: every speed-up is relative to it")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/speed_options_cpu.json")
     parser.add_argument("--workspace", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(args.worker, args.workspace, args.train_steps, args.inference_batches)))
+        options = ("fp32",) + tuple(o for o in args.options if o != "fp32")
+        print(json.dumps(measure(args.worker, args.workspace, args.train_steps, args.inference_batches, options)))
         return 0
     from autouad.utils.machine import processor_name
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -157,7 +164,7 @@ def main(argv=None) -> int:
             print(f"measuring {method} ...", file=sys.stderr, flush=True)
             run = subprocess.run([sys.executable, __file__, "--worker", method, "--workspace", str(workspace),
                                   "--train-steps", str(args.train_steps), "--inference-batches",
-                                  str(args.inference_batches)], capture_output=True, encoding="utf-8", errors="replace")
+                                  str(args.inference_batches), "--options", *args.options], capture_output=True, encoding="utf-8", errors="replace")
             if run.returncode:
                 result["methods"].append({"method": method, "error": (run.stderr.strip().splitlines() or ["?"])[-1]})
             else:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from autouad.planning.planner import AutoUADPlanner, PlanningError, plan_dataset
-from autouad.planning.variants import NoHistogramEqualizationPlanner
+from autouad.planning.variants import LowResolutionPlanner, NoHistogramEqualizationPlanner
 from autouad.utils.files import load_json, save_json
 
 
@@ -95,6 +95,20 @@ def test_ct_with_liver_roi_plans_twophase(tmp_path):
                    planner_class=NoHistogramEqualizationPlanner)
     assert variant["preprocessing"]["normalization"] == dict(norm, histogram_equalization=False)
     assert "switched off" in variant["reasons"]["normalization"]
+
+
+def test_low_resolution_variant_halves_each_side_and_says_so(tmp_path):
+    xray = dict(modality="X-ray", dimension=2, roi=None, masks=False, shape=(1, 224, 224), bbox=(1, 224, 224),
+                normal=200, unlabeled=200)
+    full = plan(tmp_path, fingerprint(**xray), method="twophase")
+    low = plan(tmp_path / "low", fingerprint(**xray), method="twophase", planner_class=LowResolutionPlanner)
+    assert full["preprocessing"]["slice_size"] == [128, 128]
+    assert low["preprocessing"]["slice_size"] == [64, 64]
+    assert "LowResolutionPlanner" in low["reasons"]["geometry"]
+    assert low["planner"] == "autouad.planning.variants.LowResolutionPlanner"
+    # the pixel budget (and with it the batch that fits) is the plan's only other change
+    changed = ("preprocessing", "reasons", "batch_size", "planner")
+    assert {k: v for k, v in low.items() if k not in changed} == {k: v for k, v in full.items() if k not in changed}
 
 
 def test_xray_image_level_plans_healthygan(tmp_path):

@@ -26,3 +26,33 @@ class NoHistogramEqualizationPlanner(AutoUADPlanner):
         return (dict(scheme, histogram_equalization=False),
                 reason.replace(" with per-slice histogram equalisation", "")
                 + "; per-slice histogram equalisation switched off (NoHistogramEqualizationPlanner)")
+
+
+class LowResolutionPlanner(AutoUADPlanner):
+    """Slices with a quarter of the schedule's pixels (each side halved), as nnU-Net's ``3d_lowres``
+    trades resolution for context; here it trades resolution for iterations.
+
+    Why: under a wall-clock budget the step time sets how much a method learns. At Kermany's `fast`
+    128x128 the two-phase net's step takes 4.8 s on the project's 2-core CPU, so an 8-minute budget
+    buys 100 iterations of the 1100 its schedule names (docs/results.md, "Budgeted `fast` run").
+    A step on a quarter of the pixels costs about a quarter; whether the extra iterations outweigh
+    the coarser maps is a question for out-of-fold validation, so this is a variant, not the default:
+
+        autouad_plan_and_preprocess -d 2 -m twophase --planner autouad.planning.variants.LowResolutionPlanner \\
+            --plans-name autouadPlans_twophase_lowres
+    """
+    pixel_fraction = 0.25
+
+    def choose_geometry(self) -> tuple[dict, str]:
+        geometry = self.settings["geometry"]
+        full = geometry["max_slice_pixels"][self.schedule_name]
+        divisor = geometry["slice_size_divisor"]
+        # at least one divisor-sized block a side: the networks pool down to it
+        reduced = max(divisor * divisor, int(full * self.pixel_fraction))
+        self.settings = dict(self.settings, geometry=dict(geometry, max_slice_pixels=dict(
+            geometry["max_slice_pixels"], **{self.schedule_name: reduced})))
+        try:
+            plan, reason = super().choose_geometry()
+        finally:
+            self.settings = dict(self.settings, geometry=geometry)
+        return plan, reason + f" (LowResolutionPlanner: {reduced} of the schedule's {full} px per slice)"

@@ -90,7 +90,7 @@ def decayed_learning_rate(base: float, iteration: int, iterations: int, decay_it
 
 class HealthyGANTrainer(AutoUADTrainer):
     method = "healthygan"
-    channels_last = True  # faster training and inference on a CPU: docs/results.md, "Speed options"
+    channels_last = True  # within the noise on a 2-core CPU, identical maps: docs/results.md, "Speed options"
     map_name = "|x - G(x)|"
     inference_networks = ("generator",)
     budget_keys = ("iterations", "lr_decay_iterations", "feature_network_iterations", "selection_every")

@@ -61,7 +61,7 @@ DEFAULT_RESTORATION_WIDTH = 64
 
 class TwoPhaseTrainer(AutoUADTrainer):
     method = "twophase"
-    channels_last = True  # faster training and inference on a CPU: docs/results.md, "Speed options"
+    channels_last = True  # within the noise on a 2-core CPU, identical maps: docs/results.md, "Speed options"
     map_name = "anomaly probability"
     inference_networks = ("restoration", "segmentation")
     budget_keys = ("phase1_epochs", "phase1_min_iterations", "phase2_min_iterations")
