@@ -88,3 +88,39 @@ def test_corrupt_checkpoint_and_existing_run_are_refused_untouched(env, capsys):
     one_line_error(capsys, "already holds checkpoint_latest.pt", "--continue")
     assert (fold / "checkpoint_latest.pt").read_bytes() == garbage
     assert sorted(p.name for p in fold.iterdir()) == ["checkpoint_latest.pt"]
+
+
+def test_keep_best_validation_checkpoint(env, monkeypatch, capsys):
+    # a scripted validation curve: the untrained start (never kept), then its best at the first
+    # trained point; the fold's model.pt and threshold must come from that point's networks
+    curve = iter([0.95, 0.9, 0.6, 0.7, 0.8])
+    monkeypatch.setattr(base_trainer.AutoUADTrainer, "validation_quality",
+                        lambda self: {"metric": "pixel AUROC", "value": next(curve)})
+    assert main(["7", "0", "-m", "ascnet", *QUICK, "--set", "keep_checkpoint=best_validation"]) == 0
+    fold = env / "fold_0"
+    best = torch.load(fold / "checkpoint_best.pt", weights_only=True)
+    final = torch.load(fold / "checkpoint_final.pt", weights_only=True)
+    assert best["best_validation"]["step"] == 1 and best["best_validation"]["value"] == 0.9
+    assert final["position"]["step"] == 4 and final["best_validation"] == best["best_validation"]
+    kept = [e for e in json.loads((fold / "training_log.json").read_text())["events"] if e["event"] == "kept checkpoint"]
+    assert len(kept) == 1 and kept[0]["kept_step"] == 1 and kept[0]["final_value"] == 0.8
+    assert "keeping the networks of iteration 1" in capsys.readouterr().out
+    model = torch.load(fold / "model.pt", weights_only=True)["networks"]
+    differs = False
+    for name, weights in model.items():
+        for key, tensor in weights.items():
+            assert torch.equal(tensor, best["networks"][name][key]), (name, key)
+            differs |= not torch.equal(tensor, final["networks"][name][key])
+    assert differs, "the best and the final networks should differ after three more iterations"
+    # the final networks stay reachable (benchmarks/keep_checkpoint.py predicts with both)
+    from autouad.model import AnomalyModel
+    for checkpoint, expected in (("checkpoint_final.pt", final), ("checkpoint_best.pt", best)):
+        loaded = AnomalyModel.from_fold_folder(fold, "cpu", checkpoint)
+        for name, net in loaded.networks.items():
+            for key, tensor in net.state_dict().items():
+                assert torch.equal(tensor, expected["networks"][name][key]), (checkpoint, name, key)
+
+
+def test_keep_checkpoint_refuses_unknown_value(env, capsys):
+    assert main(["7", "0", "-m", "ascnet", *QUICK, "--set", "keep_checkpoint=best"]) == 1
+    one_line_error(capsys, "keep_checkpoint must be one of final, best_validation")

@@ -12,6 +12,9 @@ of iterations) and what one iteration does. The base does everything else the sa
   with the networks, optimizer states, stream positions, stage/cycle and log as they were;
 * ``training_log.json`` and ``progress.png``;
 * DDP: each rank keeps its share of every global batch; rank 0 writes;
+* the validation quality at a few points of the run (the curve in progress.png) and, with the
+  schedule setting ``keep_checkpoint=best_validation``, the networks at the best of those points
+  in ``checkpoint_best.pt``, which then stand for the fold (see ``use_kept_checkpoint``);
 * at the end, the fold's validation cases run through the model and their anomaly maps are saved
   in ``validation/`` (preprocessed slice space) for calibration and scoring.
 """
@@ -41,6 +44,7 @@ from autouad.utils.progress import progress
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_FINAL = "checkpoint_final.pt"
+CHECKPOINT_BEST = "checkpoint_best.pt"
 LOG_FILE = "training_log.json"
 PROGRESS_PLOT = "progress.png"
 # progress.png is drawn at most this often, and always with the final checkpoint: a drawing takes
@@ -64,8 +68,16 @@ def import_trainer(dotted: str) -> type:
     return import_subclass(dotted, AutoUADTrainer, TrainingError, "trainer")
 
 
-# schedule settings every method has: a wall-clock budget (fit_to_budget), and what fitting wrote
-GENERIC_SCHEDULE_KEYS = ("budget_minutes", "budget_factor")
+# schedule settings every method has: a wall-clock budget (fit_to_budget), what fitting wrote, and
+# which networks stand for the fold (KEEP_CHECKPOINT)
+GENERIC_SCHEDULE_KEYS = ("budget_minutes", "budget_factor", "keep_checkpoint")
+# "final": the networks as the schedule leaves them (the papers', and nnU-Net's default);
+# "best_validation": the networks at the best point of the validation curve after the first
+# iterations (nnU-Net's checkpoint_best). It needs validation cases with masks or image labels
+# (else the final networks are kept, and the log says so). The curve's few points are measured on
+# the fold's validation cases, so a benchmark that scores on those same cases sees a small
+# optimistic bias; one that scores on a held-out test set (Kermany's) does not.
+KEEP_CHECKPOINT = ("final", "best_validation")
 
 
 def apply_schedule_overrides(schedule: dict, overrides: dict | None) -> dict:
@@ -75,6 +87,9 @@ def apply_schedule_overrides(schedule: dict, overrides: dict | None) -> dict:
             settings = ", ".join(sorted(k for k in out if k not in ("name", "note")))
             raise TrainingError(f"the {out.get('name')} schedule has no setting {key!r}; it has {settings}")
         out[key] = value
+    if out.get("keep_checkpoint", "final") not in KEEP_CHECKPOINT:
+        raise TrainingError(f"keep_checkpoint must be one of {', '.join(KEEP_CHECKPOINT)}, "
+                            f"not {out['keep_checkpoint']!r}")
     return out
 
 
@@ -141,6 +156,9 @@ class AutoUADTrainer:
         self.phases: list[Phase] = []
         self.pool_sizes: dict = {}  # what build_pools found, for the log
         self.batch_preparation_seconds = 0.0  # a method's own batch making beyond the loaders (see data_loading_seconds)
+        # the best point of the validation curve so far, with keep_checkpoint=best_validation:
+        # {"step", "metric", "value"}; its networks are in checkpoint_best.pt
+        self.best_validation: dict | None = None
 
     # ---- what a method defines -------------------------------------------------------------------
     def build_pools(self) -> None:
@@ -266,7 +284,8 @@ class AutoUADTrainer:
                 "networks": {k: v.state_dict() for k, v in self.networks.items()},
                 "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
                 "streams": {k: v.stream.state_dict() for k, v in self.loaders.items()},
-                "log": self.log.state_dict(), "extra": self.extra_state()}
+                "log": self.log.state_dict(), "extra": self.extra_state(),
+                "best_validation": self.best_validation}
 
     def load_state_dict(self, state: dict, source: Path) -> None:
         if state.get("method") != self.method or state.get("fold") != self.fold:
@@ -285,6 +304,7 @@ class AutoUADTrainer:
         self.skipped_phases = set(state["skipped_phases"])
         self.log.load_state_dict(state["log"])
         self.elapsed_before = float(state["elapsed_seconds"])
+        self.best_validation = state.get("best_validation")  # absent in checkpoints written before it
         self.load_extra_state(state["extra"])
         # A longer schedule given with --continue re-opens a finished run.
         self.finished = bool(state["finished"]) and self.position["phase"] >= len(self.phases)
@@ -439,19 +459,72 @@ class AutoUADTrainer:
         picks = [labelled[i] for i in rng.permutation(len(labelled))[:self.validation_slices]]
         if len({c.label for c in picks}) < 2:
             return None
+        from autouad.methods import get_method
+        from autouad.selection.image_scores import image_score
+        how = get_method(self.method).image_score  # the paper's image score, as prediction uses it
         maps = self.predict_slices(np.concatenate([c.data for c in picks]))
-        scores = [float((sign * m)[c.region[0]].mean()) for m, c in zip(maps, picks)]
+        scores = [image_score(sign * m[None], c.region[:1], how) for m, c in zip(maps, picks)]
         return {"metric": "image AUROC", "value": roc_auc(np.array(scores), np.array([c.label for c in picks], bool))}
+
+    @property
+    def keeps_best(self) -> bool:
+        return self.schedule.get("keep_checkpoint", "final") == "best_validation"
 
     def log_validation_quality(self) -> None:
         if not self.is_main:
             return
         quality = self.validation_quality()
+        step = self.position["step"]
         if quality is not None and np.isfinite(quality["value"]):
-            self.log.event(self.position["step"], "validation", minutes=round(self.elapsed() / 60, 3),
+            self.log.event(step, "validation", minutes=round(self.elapsed() / 60, 3),
                            metric=quality["metric"], value=round(float(quality["value"]), 4))
+            # the untrained networks (step 0) are the curve's start, never the fold's model
+            if self.keeps_best and step > 0 and (self.best_validation is None
+                                                 or quality["value"] > self.best_validation["value"]):
+                self.best_validation = {"step": step, "metric": quality["metric"], "value": float(quality["value"])}
+                self.output_folder.mkdir(parents=True, exist_ok=True)
+                # the networks only (no optimizer states: nothing resumes from here), with what
+                # AnomalyModel.load(..., checkpoint="checkpoint_best.pt") reads
+                save_checkpoint({"format": "autouad-best-1", "method": self.method, "fold": self.fold,
+                                 "trainer": self.dotted_name(), "plans": self.plans.to_dict(),
+                                 "position": dict(self.position), "best_validation": self.best_validation,
+                                 "networks": {k: v.state_dict() for k, v in self.networks.items()}},
+                                self.output_folder / CHECKPOINT_BEST)
         for network in self.networks.values():
             network.train()
+
+    def use_kept_checkpoint(self) -> dict | None:
+        """With keep_checkpoint=best_validation, put the networks of checkpoint_best.pt in place
+        (for the validation export, the threshold and model.pt) and return its record; None when the
+        final networks stand for the fold. checkpoint_final.pt keeps the final networks for resuming."""
+        if not self.keeps_best:
+            return None
+        path = self.output_folder / CHECKPOINT_BEST
+        if self.best_validation is None or not path.is_file():
+            self.note_kept_checkpoint(which="final",
+                                      reason="no validation point could be measured (no masks or image labels)")
+            print(f"{self.method} fold {self.fold}: no validation quality to choose by; the final networks are kept")
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        # the file is the truth: a run stopped between writing it and its next checkpoint_latest.pt
+        # resumes with an older record, and replays to the same point (or a better one) anyway
+        self.best_validation = dict(state["best_validation"])
+        for name, weights in state["networks"].items():
+            self.networks[name].load_state_dict(weights)
+        final = [e for e in self.log.events if e.get("event") == "validation" and e["step"] == self.position["step"]]
+        record = dict(self.best_validation, final_value=final[-1]["value"] if final else None)
+        self.note_kept_checkpoint(which="best_validation", kept_step=record["step"], metric=record["metric"],
+                                  value=record["value"], final_value=record["final_value"])
+        print(f"{self.method} fold {self.fold}: keeping the networks of iteration {record['step']} "
+              f"({record['metric']} {record['value']:.3f} on the validation probe"
+              + (f"; the final networks: {record['final_value']:.3f})" if record["final_value"] is not None else ")"))
+        return record
+
+    def note_kept_checkpoint(self, **fields) -> None:
+        """One "kept checkpoint" event in training_log.json (a re-export replaces it, not adds one)."""
+        self.log.events = [e for e in self.log.events if e.get("event") != "kept checkpoint"]
+        self.log.event(self.position["step"], "kept checkpoint", **fields)
+        self.log.save(self.output_folder / LOG_FILE, self.header())
 
     def elapsed(self) -> float:
         return self.elapsed_before + (time.time() - self._start if hasattr(self, "_start") else 0.0)

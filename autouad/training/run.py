@@ -27,8 +27,8 @@ from autouad.methods import get_method, trainer_class
 from autouad.model import MODEL_FILE, AnomalyModel, DatasetFacts
 from autouad.planning.method_plans import load_method_plans
 from autouad.planning.plans import Plans
-from autouad.training.base_trainer import (CHECKPOINT_FINAL, CHECKPOINT_LATEST, LOG_FILE, VALIDATION_FOLDER,
-                                          apply_schedule_overrides)
+from autouad.training.base_trainer import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, LOG_FILE,
+                                          VALIDATION_FOLDER, apply_schedule_overrides)
 from autouad.training.fold_data import TrainingError
 from autouad.utils.console import tolerate_ascii_consoles
 from autouad.utils.files import atomic_output, load_json
@@ -107,7 +107,7 @@ def check_output_folder(output: Path, request: TrainRequest) -> None:
         raise TrainingError(f"{output} already holds {', '.join(existing)}; use --continue to resume it or "
                             f"--overwrite to start again")
     elif existing:
-        for name in (CHECKPOINT_LATEST, CHECKPOINT_FINAL, LOG_FILE, MODEL_FILE):
+        for name in (CHECKPOINT_LATEST, CHECKPOINT_FINAL, CHECKPOINT_BEST, LOG_FILE, MODEL_FILE):
             (output / name).unlink(missing_ok=True)
 
 
@@ -151,6 +151,7 @@ def train_fold(request: TrainRequest, fold: int, device: str, rank: int = 0, wor
         trainer.run_training()
     if rank != 0:
         return None
+    trainer.use_kept_checkpoint()
     folder = trainer.export_validation()
     print(f"fold {fold}: trained in {trainer.elapsed():.0f} s ({trainer.data_loading_seconds():.1f} s of it making "
           f"batches); outputs in {output}; validation maps in {folder}")
