@@ -485,11 +485,10 @@ class AutoUADTrainer:
                 self.output_folder.mkdir(parents=True, exist_ok=True)
                 # the networks only (no optimizer states: nothing resumes from here), with what
                 # AnomalyModel.load(..., checkpoint="checkpoint_best.pt") reads
-                save_checkpoint({"format": "autouad-best-1", "method": self.method, "fold": self.fold,
-                                 "trainer": self.dotted_name(), "plans": self.plans.to_dict(),
-                                 "position": dict(self.position), "best_validation": self.best_validation,
-                                 "networks": {k: v.state_dict() for k, v in self.networks.items()}},
-                                self.output_folder / CHECKPOINT_BEST)
+                state = self.state_dict()
+                save_checkpoint({**{k: state[k] for k in ("method", "fold", "trainer", "plans", "position",
+                                                          "best_validation", "networks")},
+                                 "format": "autouad-best-1"}, self.output_folder / CHECKPOINT_BEST)
         for network in self.networks.values():
             network.train()
 
@@ -505,7 +504,7 @@ class AutoUADTrainer:
                                       reason="no validation point could be measured (no masks or image labels)")
             print(f"{self.method} fold {self.fold}: no validation quality to choose by; the final networks are kept")
             return None
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         # the file is the truth: a run stopped between writing it and its next checkpoint_latest.pt
         # resumes with an older record, and replays to the same point (or a better one) anyway
         self.best_validation = dict(state["best_validation"])
