@@ -124,3 +124,45 @@ def test_keep_best_validation_checkpoint(env, monkeypatch, capsys):
 def test_keep_checkpoint_refuses_unknown_value(env, capsys):
     assert main(["7", "0", "-m", "ascnet", *QUICK, "--set", "keep_checkpoint=best"]) == 1
     one_line_error(capsys, "keep_checkpoint must be one of final, best_validation")
+
+
+def test_keep_best_proxy_checkpoint_is_chosen_label_free(env, monkeypatch):
+    # the labelled curve is scripted to peak at the last point; best_proxy must ignore it and keep
+    # the point where the model found the pasted blobs best
+    curve = iter([0.1, 0.2, 0.3, 0.4, 0.99])
+    monkeypatch.setattr(base_trainer.AutoUADTrainer, "validation_quality",
+                        lambda self: {"metric": "pixel AUROC", "value": next(curve, 0.5)})
+    assert main(["7", "0", "-m", "ascnet", *QUICK, "--set", "keep_checkpoint=best_proxy"]) == 0
+    fold = env / "fold_0"
+    events = json.loads((fold / "training_log.json").read_text())["events"]
+    proxy = [e for e in events if e["event"] == "proxy"]
+    assert [e["step"] for e in proxy] == [e["step"] for e in events if e["event"] == "validation"]
+    assert len(proxy) >= 3 and all(e["metric"] == "proxy pixel AUROC" and 0 <= e["value"] <= 1 for e in proxy)
+    trained = [e for e in proxy if e["step"] > 0]
+    best = max(trained, key=lambda e: e["value"])  # the first of equal values, as the trainer keeps it
+    kept = [e for e in events if e["event"] == "kept checkpoint"]
+    assert len(kept) == 1 and kept[0]["which"] == "best_proxy" and kept[0]["kept_step"] == best["step"]
+    assert kept[0]["final_value"] == proxy[-1]["value"]
+    assert torch.load(fold / "checkpoint_best.pt", weights_only=True)["best_validation"]["metric"] == "proxy pixel AUROC"
+
+
+def test_pasted_blobs_stay_in_the_region_and_show_in_intensity():
+    import numpy as np
+    from scipy import ndimage
+
+    from autouad.evaluation.metrics import roc_auc
+    from autouad.selection.proxy import paste_blobs_into_slices
+    rng = np.random.default_rng(0)
+    slices = ndimage.gaussian_filter(rng.normal(size=(6, 2, 64, 64)), (0, 0, 1, 1)).astype(np.float32)
+    regions = np.zeros((6, 64, 64), bool)
+    regions[:, 8:56, 10:54] = True
+    regions[5] = False  # a slice without region gets nothing
+    for sign in (1.0, -1.0):
+        pasted, masks = paste_blobs_into_slices(slices, regions, [1.0] * 6, sign, np.random.default_rng(1))
+        assert masks[:5].any(axis=(1, 2)).all() and not masks[5].any() and not (masks & ~regions).any()
+        assert np.array_equal(pasted[:, :, ~regions.any(axis=0)], slices[:, :, ~regions.any(axis=0)])
+        assert np.array_equal(pasted[5], slices[5])
+        change = (pasted - slices)[:, 0]
+        assert (sign * change[masks] > 0).all()
+        # the blobs are what the intensity itself finds: the probe can tell a model that sees them
+        assert roc_auc(sign * pasted[:, 0][regions], masks[regions]) > 0.8

@@ -39,35 +39,72 @@ DEPTH_SLICES = (1, 4)
 CONTRAST_SD = (1.5, 3.0)
 
 
-def paste_blobs(loaded: LoadedCase, region: np.ndarray, slices: np.ndarray, signs: list[float],
-                rng: np.random.Generator) -> tuple[LoadedCase, np.ndarray]:
-    """(the case with blobs added on ``slices`` inside ``region``, the blobs' mask)."""
-    data = loaded.data.copy()
-    z_size, y_size, x_size = region.shape
-    allowed = region & slices[:, None, None]
-    mask = np.zeros(region.shape, bool)
+def blob_weight(allowed: np.ndarray, pixel_mm: float, rng: np.random.Generator,
+                depth_slices: tuple[int, int] = DEPTH_SLICES) -> np.ndarray:
+    """(Z, Y, X) weights in [0, 1]: one to three smooth blobs centred inside ``allowed`` (which
+    must hold a voxel), soft-edged and zero outside it."""
+    z_size, y_size, x_size = allowed.shape
     candidates = np.argwhere(allowed)
-    if len(candidates) == 0:
-        return dataclasses.replace(loaded, data=data), mask
-    pixel = float(np.mean(loaded.spacing[1:]))
-    weight = np.zeros(region.shape, np.float32)
+    weight = np.zeros(allowed.shape, np.float32)
     for _ in range(rng.integers(BLOBS[0], BLOBS[1] + 1)):
         cz, cy, cx = candidates[rng.integers(len(candidates))]
-        radius = rng.uniform(*DIAMETER_MM) / 2 / pixel
-        depth = rng.integers(DEPTH_SLICES[0], DEPTH_SLICES[1] + 1) / 2
+        radius = rng.uniform(*DIAMETER_MM) / 2 / pixel_mm
+        depth = rng.integers(depth_slices[0], depth_slices[1] + 1) / 2
         zz, yy, xx = np.ogrid[:z_size, :y_size, :x_size]
         distance = np.sqrt(((zz - cz) / max(depth, 0.5)) ** 2 + ((yy - cy) / radius) ** 2 + ((xx - cx) / radius) ** 2)
         weight = np.maximum(weight, np.clip(1.0 - distance, 0.0, 1.0) ** 0.5)
     weight *= allowed
-    weight = ndimage.gaussian_filter(weight, sigma=(0, 0.7, 0.7)) * allowed
-    mask = weight > 0.3
-    contrast = rng.uniform(*CONTRAST_SD)
+    return ndimage.gaussian_filter(weight, sigma=(0, 0.7, 0.7)) * allowed
+
+
+def add_blobs(data: np.ndarray, region: np.ndarray, weight: np.ndarray, signs: list[float],
+              contrast: float) -> np.ndarray:
+    """``data`` (C, Z, Y, X) plus ``contrast`` robust standard deviations of each channel's tissue
+    inside ``region``, times ``weight``, with each channel's sign (a new array)."""
+    data = data.copy()
     for c, sign in enumerate(signs):
         values = data[c][region]
         median = float(np.median(values))
         sd = float(np.median(np.abs(values - median))) * 1.4826 or float(values.std()) or 1.0
         data[c] = data[c] + sign * contrast * sd * weight
-    return dataclasses.replace(loaded, data=data), mask
+    return data
+
+
+def paste_blobs(loaded: LoadedCase, region: np.ndarray, slices: np.ndarray, signs: list[float],
+                rng: np.random.Generator) -> tuple[LoadedCase, np.ndarray]:
+    """(the case with blobs added on ``slices`` inside ``region``, the blobs' mask)."""
+    allowed = region & slices[:, None, None]
+    if not allowed.any():
+        return dataclasses.replace(loaded, data=loaded.data.copy()), np.zeros(region.shape, bool)
+    weight = blob_weight(allowed, float(np.mean(loaded.spacing[1:])), rng)
+    contrast = rng.uniform(*CONTRAST_SD)
+    return dataclasses.replace(loaded, data=add_blobs(loaded.data, region, weight, signs, contrast)), weight > 0.3
+
+
+def paste_blobs_into_slices(slices: np.ndarray, regions: np.ndarray, pixel_mm: list[float], sign: float,
+                            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(``slices`` (N, C, H, W) with one to three blobs in each slice's region, one slice deep and
+    of the same sign in every channel; the blobs' masks (N, H, W)). The training runs' label-free
+    probe (keep_checkpoint=best_proxy): preprocessed slices, ``pixel_mm`` each slice's pixel size."""
+    pasted, masks = slices.copy(), np.zeros(regions.shape, bool)
+    for i, region in enumerate(regions):
+        if not region.any():
+            continue
+        weight = blob_weight(region[None], pixel_mm[i], rng, depth_slices=(1, 1))
+        contrast = rng.uniform(*CONTRAST_SD)
+        pasted[i] = add_blobs(slices[i][:, None], region[None], weight, [sign] * slices.shape[1], contrast)[:, 0]
+        masks[i] = weight[0] > 0.3
+    return pasted, masks
+
+
+def anomaly_intensity_sign(modality: str, peak: str | None = None) -> float:
+    """+1 where anomalies are brighter than the tissue around them, -1 where darker: the plans'
+    histogram side where the fingerprint measured it (ASC-Net's peak), else the modality's rule
+    (CT lesions darker than the organ; brain lesions in FLAIR/T2 and X-ray opacities brighter),
+    as the planner decides it."""
+    if peak is not None:
+        return 1.0 if peak == "rightmost" else -1.0
+    return -1.0 if modality == "CT" else 1.0
 
 
 def collect_proxy_evidence(raw_folder: Path, splits: list[dict], folds: list[int], candidates: list[Candidate],

@@ -13,8 +13,9 @@ of iterations) and what one iteration does. The base does everything else the sa
 * ``training_log.json`` and ``progress.png``;
 * DDP: each rank keeps its share of every global batch; rank 0 writes;
 * the validation quality at a few points of the run (the curve in progress.png) and, with the
-  schedule setting ``keep_checkpoint=best_validation``, the networks at the best of those points
-  in ``checkpoint_best.pt``, which then stand for the fold (see ``use_kept_checkpoint``);
+  schedule setting ``keep_checkpoint=best_validation`` (or ``best_proxy``, label-free), the
+  networks at the best of those points in ``checkpoint_best.pt``, which then stand for the fold
+  (see ``use_kept_checkpoint``);
 * at the end, the fold's validation cases run through the model and their anomaly maps are saved
   in ``validation/`` (preprocessed slice space) for calibration and scoring.
 """
@@ -77,7 +78,11 @@ GENERIC_SCHEDULE_KEYS = ("budget_minutes", "budget_factor", "keep_checkpoint")
 # (else the final networks are kept, and the log says so). The curve's few points are measured on
 # the fold's validation cases, so a benchmark that scores on those same cases sees a small
 # optimistic bias; one that scores on a held-out test set (Kermany's) does not.
-KEEP_CHECKPOINT = ("final", "best_validation")
+# "best_proxy": the same, chosen label-free: at each point the model looks for synthetic blobs
+# pasted into a fixed draw of validation slices (images), as find_best_configuration's proxy does
+# (autouad.selection.proxy); no mask or image label is read, so it works on any dataset and a
+# benchmark may score the same cases without bias from the choice.
+KEEP_CHECKPOINT = ("final", "best_validation", "best_proxy")
 
 
 def apply_schedule_overrides(schedule: dict, overrides: dict | None) -> dict:
@@ -118,6 +123,11 @@ class AutoUADTrainer:
     # how many validation slices (or images): a cheap probe, not the fold's final validation.
     validation_points: int = 5
     validation_slices: int = 32
+    # keep_checkpoint=best_proxy: how many validation slices get blobs (pixel level), or how many
+    # validation images are scored, half of them with a blob (image level: one number per image, so
+    # more of them)
+    proxy_slices: int = 32
+    proxy_images: int = 96
     # Networks and their input batches in channels-last (NHWC) memory: the maps are the same, the
     # convolutions faster or slower by method; each method sets it from benchmarks/speed_options.py
     # (docs/results.md, "Speed options").
@@ -410,6 +420,8 @@ class AutoUADTrainer:
         periodic work of its own adds it (super() plus its part); the state is restored afterwards."""
         start = time.perf_counter()
         self.validation_quality()
+        if self.keep_mode == "best_proxy":
+            self.proxy_quality()
         fixed = (self.validation_points + 1) * (time.perf_counter() - start)
         start = time.perf_counter()
         torch.save(self.state_dict(), io.BytesIO())
@@ -466,18 +478,96 @@ class AutoUADTrainer:
         scores = [image_score(sign * m[None], c.region[:1], how) for m, c in zip(maps, picks)]
         return {"metric": "image AUROC", "value": roc_auc(np.array(scores), np.array([c.label for c in picks], bool))}
 
+    def proxy_quality(self) -> dict | None:
+        """keep_checkpoint=best_proxy's label-free measure of the model now: how well its maps find
+        blobs pasted into a fixed draw of the fold's validation slices (pixel AUROC inside the region;
+        whatever real lesions the slices hold count as normal, the same at every point) or, for an
+        image-level dataset, how well its image score tells validation images with a pasted blob
+        from those without (image AUROC). No mask or image label is read. None without validation
+        cases."""
+        from autouad.evaluation.metrics import roc_auc
+        if getattr(self, "_proxy_probe", None) is None:
+            self._proxy_probe = self.proxy_probe()
+        if self._proxy_probe is None:
+            return None
+        slices, regions, masks, labels = self._proxy_probe
+        sign = -1.0 if self.plans.threshold.peak == "leftmost" else 1.0
+        maps = sign * self.predict_slices(slices)
+        if labels is None:
+            return {"metric": "proxy pixel AUROC", "value": roc_auc(maps[regions], masks[regions])}
+        from autouad.methods import get_method
+        from autouad.selection.image_scores import image_score
+        how = get_method(self.method).image_score
+        scores = [image_score(m[None], r[None], how) for m, r in zip(maps, regions)]
+        return {"metric": "proxy image AUROC", "value": roc_auc(np.array(scores), labels)}
+
+    def proxy_probe(self) -> tuple | None:
+        """(slices, regions, blob masks, image labels or None): drawn once per fold, with a seed of
+        its own, so that every point of the curve is measured on the same blobs."""
+        from autouad.selection.proxy import anomaly_intensity_sign, paste_blobs_into_slices
+        cases = self.data.validation_cases if self.data is not None else []
+        rng = np.random.default_rng([self.seed, self.fold, 7])
+        image_level = self.plans.task == "image"
+        picks = []
+        for case in cases:
+            area = case.region.reshape(case.num_slices, -1).sum(axis=1)
+            # slices at least half as wide as the case's widest: not the rims of the volume
+            picks += [(case, s) for s in np.flatnonzero(area >= max(1, 0.5 * area.max()))]
+        if not picks:
+            return None
+        count = self.proxy_images if image_level else self.proxy_slices
+        picks = [picks[i] for i in rng.permutation(len(picks))[:count]]
+        slices = np.stack([np.asarray(c.data[s], np.float32) for c, s in picks])
+        regions = np.stack([c.region[s] for c, s in picks]).astype(bool)
+        pixel_mm = [self.pixel_mm(c) for c, _ in picks]
+        sign = anomaly_intensity_sign(cases[0].modality, self.plans.threshold.peak)
+        labels = None
+        if image_level:
+            labels = np.arange(len(picks)) % 2 == 1
+            if labels.sum() == 0:
+                return None
+            pasted, masks = paste_blobs_into_slices(slices[labels], regions[labels],
+                                                    [p for p, l in zip(pixel_mm, labels) if l], sign, rng)
+            slices[labels], blob_masks = pasted, np.zeros(regions.shape, bool)
+            blob_masks[labels] = masks
+            return slices, regions, blob_masks, labels
+        slices, masks = paste_blobs_into_slices(slices, regions, pixel_mm, sign, rng)
+        return slices, regions, masks, None
+
+    @staticmethod
+    def pixel_mm(case: PreprocessedCase) -> float:
+        """The in-plane size of one preprocessed pixel (millimetres, or the file's pixel units)."""
+        meta = case.meta
+        spacing = float(np.mean(meta["canonical_spacing"][1:]))
+        zoom = np.mean(np.divide(meta["cropped_inplane_shape"], meta["resampled_inplane_shape"]))
+        return spacing * float(zoom)
+
+    @property
+    def keep_mode(self) -> str:
+        return self.schedule.get("keep_checkpoint", "final")
+
     @property
     def keeps_best(self) -> bool:
-        return self.schedule.get("keep_checkpoint", "final") == "best_validation"
+        return self.keep_mode != "final"
+
+    @property
+    def curve_event(self) -> str:
+        """The log event whose values choose the kept networks."""
+        return "proxy" if self.keep_mode == "best_proxy" else "validation"
 
     def log_validation_quality(self) -> None:
         if not self.is_main:
             return
-        quality = self.validation_quality()
         step = self.position["step"]
+        measured = {"validation": self.validation_quality()}
+        if self.keep_mode == "best_proxy":
+            measured["proxy"] = self.proxy_quality()
+        for event, quality in measured.items():
+            if quality is not None and np.isfinite(quality["value"]):
+                self.log.event(step, event, minutes=round(self.elapsed() / 60, 3),
+                               metric=quality["metric"], value=round(float(quality["value"]), 4))
+        quality = measured.get(self.curve_event)
         if quality is not None and np.isfinite(quality["value"]):
-            self.log.event(step, "validation", minutes=round(self.elapsed() / 60, 3),
-                           metric=quality["metric"], value=round(float(quality["value"]), 4))
             # the untrained networks (step 0) are the curve's start, never the fold's model
             if self.keeps_best and step > 0 and (self.best_validation is None
                                                  or quality["value"] > self.best_validation["value"]):
@@ -500,8 +590,9 @@ class AutoUADTrainer:
             return None
         path = self.output_folder / CHECKPOINT_BEST
         if self.best_validation is None or not path.is_file():
-            self.note_kept_checkpoint(which="final",
-                                      reason="no validation point could be measured (no masks or image labels)")
+            why = ("no validation point could be measured (no masks or image labels)" if self.keep_mode == "best_validation"
+                   else "no proxy point could be measured (no validation slices)")
+            self.note_kept_checkpoint(which="final", reason=why)
             print(f"{self.method} fold {self.fold}: no validation quality to choose by; the final networks are kept")
             return None
         state = load_checkpoint(path)
@@ -510,12 +601,12 @@ class AutoUADTrainer:
         self.best_validation = dict(state["best_validation"])
         for name, weights in state["networks"].items():
             self.networks[name].load_state_dict(weights)
-        final = [e for e in self.log.events if e.get("event") == "validation" and e["step"] == self.position["step"]]
+        final = [e for e in self.log.events if e.get("event") == self.curve_event and e["step"] == self.position["step"]]
         record = dict(self.best_validation, final_value=final[-1]["value"] if final else None)
-        self.note_kept_checkpoint(which="best_validation", kept_step=record["step"], metric=record["metric"],
+        self.note_kept_checkpoint(which=self.keep_mode, kept_step=record["step"], metric=record["metric"],
                                   value=record["value"], final_value=record["final_value"])
         print(f"{self.method} fold {self.fold}: keeping the networks of iteration {record['step']} "
-              f"({record['metric']} {record['value']:.3f} on the validation probe"
+              f"({record['metric']} {record['value']:.3f} on the {self.curve_event} probe"
               + (f"; the final networks: {record['final_value']:.3f})" if record["final_value"] is not None else ")"))
         return record
 
