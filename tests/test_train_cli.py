@@ -166,3 +166,26 @@ def test_pasted_blobs_stay_in_the_region_and_show_in_intensity():
         assert (sign * change[masks] > 0).all()
         # the blobs are what the intensity itself finds: the probe can tell a model that sees them
         assert roc_auc(sign * pasted[:, 0][regions], masks[regions]) > 0.8
+
+
+def test_keep_checkpoint_given_on_continue_of_a_budgeted_run_holds(env, monkeypatch):
+    # a budget-fitted run resumes with the schedule it was fitted to; which networks to keep counts
+    # no work, so --set keep_checkpoint on --continue must still take effect
+    from autouad.training.fold_data import TrainingError
+    save = base_trainer.AutoUADTrainer.save
+
+    def dies_after_first_phase(self, name):
+        save(self, name)
+        if name == base_trainer.CHECKPOINT_LATEST and self.position["phase"] >= 1:
+            raise TrainingError("killed")
+    monkeypatch.setattr(base_trainer.AutoUADTrainer, "save", dies_after_first_phase)
+    assert main(["7", "0", "-m", "ascnet", "--budget-minutes", "0.05", *QUICK]) == 1
+    monkeypatch.setattr(base_trainer.AutoUADTrainer, "save", save)
+    fold = env / "fold_0"
+    fitted = torch.load(fold / "checkpoint_latest.pt", weights_only=True)["schedule"]
+    assert "budget_factor" in fitted and "keep_checkpoint" not in fitted
+    assert main(["7", "0", "-m", "ascnet", "--continue", "--set", "keep_checkpoint=best_proxy"]) == 0
+    final = torch.load(fold / "checkpoint_final.pt", weights_only=True)["schedule"]
+    assert final["keep_checkpoint"] == "best_proxy" and final["budget_factor"] == fitted["budget_factor"]
+    kept = [e for e in json.loads((fold / "training_log.json").read_text())["events"] if e["event"] == "kept checkpoint"]
+    assert len(kept) == 1 and kept[0]["which"] == "best_proxy"

@@ -315,6 +315,8 @@ class AutoUADTrainer:
         self.log.load_state_dict(state["log"])
         self.elapsed_before = float(state["elapsed_seconds"])
         self.best_validation = state.get("best_validation")  # absent in checkpoints written before it
+        if self.best_validation and self.best_validation["metric"].startswith("proxy") != (self.curve_event == "proxy"):
+            self.best_validation = None  # chosen by the other curve (keep_checkpoint changed on --continue)
         self.load_extra_state(state["extra"])
         # A longer schedule given with --continue re-opens a finished run.
         self.finished = bool(state["finished"]) and self.position["phase"] >= len(self.phases)
@@ -323,8 +325,10 @@ class AutoUADTrainer:
         path = self.output_folder / CHECKPOINT_LATEST
         state = load_checkpoint(path)
         if "budget_factor" in (state.get("schedule") or {}) and "budget_factor" not in self.schedule:
-            # a run fitted to a budget resumes with the schedule it was fitted to, not a new measurement
-            self.schedule = dict(state["schedule"])
+            # a run fitted to a budget resumes with the schedule it was fitted to, not a new measurement;
+            # which networks to keep counts no work, so this command line's choice holds
+            kept = {k: self.schedule_overrides[k] for k in ("keep_checkpoint",) if k in self.schedule_overrides}
+            self.schedule = {**state["schedule"], **kept}
             self.phases = self.build_phases()
         self.load_state_dict(state, path)
         if self.is_main:
