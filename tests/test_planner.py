@@ -229,3 +229,16 @@ def test_multichannel_data_adds_an_every_channel_candidate(tmp_path):
     assert variant["threshold"]["channel"] == 1 and variant["threshold"]["peak"] == "rightmost"
     # a one-channel dataset has no such variant
     assert not any(c["all_channels"] for c in plan(tmp_path, fingerprint())["candidates"])
+
+
+def test_budgeted_segmentation_plans_keep_the_best_proxy_point(tmp_path):
+    # a budgeted schedule on pixel-level data keeps the label-free proxy's best point, with the reason
+    for method in ("draem", "caae"):
+        p = plan(tmp_path, fingerprint(), method=method)
+        assert p["schedule"]["keep_checkpoint"] == "best_proxy" and "best_proxy" in p["reasons"]["schedule"]
+        assert "keep_checkpoint" not in plan(tmp_path, fingerprint(), method=method, schedule="paper")["schedule"]
+    # ASC-Net's plans keep the final networks (its orientation is decided on them); X-rays too
+    assert plan(tmp_path, fingerprint(), method="ascnet")["schedule"]["keep_checkpoint"] == "final"
+    xray = dict(modality="X-ray", dimension=2, roi=None, masks=False, shape=(1, 224, 224), bbox=(1, 224, 224),
+                normal=200, unlabeled=200)
+    assert "keep_checkpoint" not in plan(tmp_path, fingerprint(**xray), method="healthygan")["schedule"]

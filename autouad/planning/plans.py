@@ -25,6 +25,11 @@ from typing import Any, Literal
 LEGACY_METHOD_SETTINGS = ("needs",)
 
 
+# schedule settings every method has: a wall-clock budget (the trainer's fit_to_budget), what
+# fitting wrote, and which networks stand for the fold (the trainer's KEEP_CHECKPOINT)
+GENERIC_SCHEDULE_KEYS = ("budget_minutes", "budget_factor", "keep_checkpoint")
+
+
 class PlansError(ValueError):
     """A plans file that does not fit the schema; the message names the file and the field."""
 
@@ -134,7 +139,7 @@ class Plans:
         except UnknownMethodError as e:
             raise PlansError(f"{source}: method: {e}") from None
         known = ({k for schedule in paper.get("schedules", {}).values() for k in schedule}
-                 | {"name", "note", "budget_minutes", "budget_factor"})
+                 | {"name", "note", *GENERIC_SCHEDULE_KEYS})
         for key in self.schedule:
             if key not in known:
                 raise PlansError(f"{source}: schedule: unknown key {key!r} for {self.method} "

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from autouad.planning.plans import Plans
+from autouad.planning.plans import GENERIC_SCHEDULE_KEYS, Plans
 from autouad.training.checkpoint import load_checkpoint, save_checkpoint
 from autouad.training.fold_data import FoldData, PreprocessedCase, TrainingError
 from autouad.training.logger import TrainingLog
@@ -69,9 +69,7 @@ def import_trainer(dotted: str) -> type:
     return import_subclass(dotted, AutoUADTrainer, TrainingError, "trainer")
 
 
-# schedule settings every method has: a wall-clock budget (fit_to_budget), what fitting wrote, and
-# which networks stand for the fold (KEEP_CHECKPOINT)
-GENERIC_SCHEDULE_KEYS = ("budget_minutes", "budget_factor", "keep_checkpoint")
+# GENERIC_SCHEDULE_KEYS (autouad.planning.plans): the settings every method's schedule may have
 # "final": the networks as the schedule leaves them (the papers', and nnU-Net's default);
 # "best_validation": the networks at the best point of the validation curve after the first
 # iterations (nnU-Net's checkpoint_best). It needs validation cases with masks or image labels
@@ -605,6 +603,7 @@ class AutoUADTrainer:
         self.best_validation = dict(state["best_validation"])
         for name, weights in state["networks"].items():
             self.networks[name].load_state_dict(weights)
+        self.on_kept_networks()
         final = [e for e in self.log.events if e.get("event") == self.curve_event and e["step"] == self.position["step"]]
         record = dict(self.best_validation, final_value=final[-1]["value"] if final else None)
         self.note_kept_checkpoint(which=self.keep_mode, kept_step=record["step"], metric=record["metric"],
@@ -613,6 +612,10 @@ class AutoUADTrainer:
               f"({record['metric']} {record['value']:.3f} on the {self.curve_event} probe"
               + (f"; the final networks: {record['final_value']:.3f})" if record["final_value"] is not None else ")"))
         return record
+
+    def on_kept_networks(self) -> None:
+        """Redo what a method decides on its networks at the end of training, now that the kept
+        networks replaced the final ones (ASC-Net: its orientation). Rank 0 only."""
 
     def note_kept_checkpoint(self, **fields) -> None:
         """One "kept checkpoint" event in training_log.json (a re-export replaces it, not adds one)."""

@@ -281,6 +281,11 @@ class ASCNetTrainer(AutoUADTrainer):
             self.orient()
             self._share_orientation()
 
+    def on_kept_networks(self) -> None:
+        # the kept networks are from before the end of training, when the orientation was decided
+        # on the final ones: decide it again for them
+        self.orient()
+
     def training_ends_after(self, phase_index: int) -> bool:
         return all(i in self.skipped_phases for i in range(phase_index + 1, len(self.phases)))
 
