@@ -88,8 +88,10 @@ def brats_scores(work: Path, raw: Path, folder: Path, folds: list[int], which: s
         parts.append(out)
     merged = merge_predictions(parts, work / "predictions" / folder.name / which / "cross_validation")
     row = pixel_row(evaluate_folders(raw / "masksTr", merged))
-    return {"pooled_auroc": round(float(row["pooled_auroc"]), 4), "auroc": [round(float(v), 4) for v in row["auroc"]],
-            "best_possible_dice": round(float(row["best_possible_dice"]), 4)}
+    def rounded(value):
+        return None if value is None else round(float(value), 4)
+    return {"pooled_auroc": rounded(row["pooled_auroc"]), "per_case_auroc_mean_std": [rounded(v) for v in row["auroc"]],
+            "best_possible_dice": rounded(row["best_possible_dice"])}
 
 
 def main(argv=None) -> int:
@@ -126,6 +128,11 @@ def main(argv=None) -> int:
         folder = model_folder(work, spec["id"], method)
         for fold in args.folds:
             fold_folder = folder / f"fold_{fold}"
+            trained_with = (json.loads((fold_folder / "training_log.json").read_text()).get("schedule") or {}).get(
+                "keep_checkpoint", "final") if (fold_folder / "training_log.json").is_file() else keep
+            if trained_with != keep:  # a work folder holds one mode's folds and predictions
+                raise SystemExit(f"{fold_folder}: trained with keep_checkpoint={trained_with}, not {keep}; "
+                                 f"choose another --work")
             if not fold_complete(fold_folder):
                 api.train(spec["id"], fold, method, overrides={"keep_checkpoint": keep},
                           continue_training=(fold_folder / "checkpoint_latest.pt").is_file(),

@@ -146,6 +146,21 @@ def test_keep_best_proxy_checkpoint_is_chosen_label_free(env, monkeypatch):
     assert torch.load(fold / "checkpoint_best.pt", weights_only=True)["best_validation"]["metric"] == "proxy pixel AUROC"
 
 
+def test_best_proxy_follows_the_proxy_not_the_labelled_curve(env, monkeypatch):
+    # the labelled curve peaks at the last point, the proxy at the second trained one (step 2)
+    validation = iter([0.1, 0.2, 0.3, 0.4, 0.99])
+    proxy = iter([0.95, 0.6, 0.9, 0.7, 0.65])  # the untrained start's 0.95 is never kept
+    monkeypatch.setattr(base_trainer.AutoUADTrainer, "validation_quality",
+                        lambda self: {"metric": "pixel AUROC", "value": next(validation, 0.5)})
+    monkeypatch.setattr(base_trainer.AutoUADTrainer, "proxy_quality",
+                        lambda self: {"metric": "proxy pixel AUROC", "value": next(proxy, 0.5)})
+    assert main(["7", "0", "-m", "ascnet", *QUICK, "--set", "keep_checkpoint=best_proxy"]) == 0
+    events = json.loads((env / "fold_0" / "training_log.json").read_text())["events"]
+    assert [e["step"] for e in events if e["event"] == "proxy"] == [0, 1, 2, 3, 4]
+    kept = [e for e in events if e["event"] == "kept checkpoint"]
+    assert kept[0]["kept_step"] == 2 and kept[0]["value"] == 0.9 and kept[0]["final_value"] == 0.65
+
+
 def test_pasted_blobs_stay_in_the_region_and_show_in_intensity():
     import numpy as np
     from scipy import ndimage

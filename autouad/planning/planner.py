@@ -21,7 +21,7 @@ import numpy as np
 from autouad import __version__
 from autouad.methods.registry import DataSituation, UnknownMethodError, candidates_for, get_method
 from autouad.planning.method_plans import load_method_plans
-from autouad.planning.plans import Plans
+from autouad.planning.plans import Plans, keeps_best_proxy_by_default
 from autouad.planning.plans_files import DEFAULT_PLANS_NAME
 from autouad.utils.files import load_json, save_json
 from autouad.utils.imports import import_subclass
@@ -125,11 +125,7 @@ class AutoUADPlanner:
                       "use --schedule paper on a GPU")
         self.schedule_name = name
         schedule = dict(self.settings["schedules"][name], name=name)
-        if schedule.get("budget_minutes") and self.plans["task"] == "segmentation" and "keep_checkpoint" not in schedule:
-            # a CPU budget leaves the networks early in training, where a few iterations can undo a
-            # good state (DRAEM on BraTS-6: from 0.944 to 0.214 pixel AUROC in its last five); the
-            # label-free proxy keeps the best curve point instead (docs/results.md, "Label-free kept
-            # checkpoint"); image-level data keeps the final networks (the proxy is unmeasured there)
+        if keeps_best_proxy_by_default(schedule, self.plans["task"]):
             schedule["keep_checkpoint"] = "best_proxy"
             reason += ("; keep_checkpoint best_proxy: a budgeted schedule keeps the networks of the curve point "
                        "that finds pasted synthetic blobs best (label-free), not the last one")

@@ -574,26 +574,31 @@ class AutoUADTrainer:
             if self.keeps_best and step > 0 and (self.best_validation is None
                                                  or quality["value"] > self.best_validation["value"]):
                 self.best_validation = {"step": step, "metric": quality["metric"], "value": float(quality["value"])}
-                self.output_folder.mkdir(parents=True, exist_ok=True)
-                # the networks only (no optimizer states: nothing resumes from here), with what
-                # AnomalyModel.load(..., checkpoint="checkpoint_best.pt") reads
-                state = self.state_dict()
-                save_checkpoint({**{k: state[k] for k in ("method", "fold", "trainer", "plans", "position",
-                                                          "best_validation", "networks")},
-                                 "format": "autouad-best-1"}, self.output_folder / CHECKPOINT_BEST)
+                self.save_best()
         for network in self.networks.values():
             network.train()
 
+    def save_best(self) -> None:
+        """checkpoint_best.pt: the networks only (no optimizer states: nothing resumes from here),
+        with what AnomalyModel.load(..., checkpoint="checkpoint_best.pt") reads."""
+        self.output_folder.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        save_checkpoint({**{k: state[k] for k in ("method", "fold", "trainer", "plans", "position",
+                                                  "best_validation", "networks")},
+                         "format": "autouad-best-1"}, self.output_folder / CHECKPOINT_BEST)
+
     def use_kept_checkpoint(self) -> dict | None:
-        """With keep_checkpoint=best_validation, put the networks of checkpoint_best.pt in place
+        """With keep_checkpoint best_validation or best_proxy, put the networks of checkpoint_best.pt in place
         (for the validation export, the threshold and model.pt) and return its record; None when the
         final networks stand for the fold. checkpoint_final.pt keeps the final networks for resuming."""
         if not self.keeps_best:
             return None
         path = self.output_folder / CHECKPOINT_BEST
         if self.best_validation is None or not path.is_file():
-            why = ("no validation point could be measured (no masks or image labels)" if self.keep_mode == "best_validation"
-                   else "no proxy point could be measured (no validation slices)")
+            measured = any(e.get("event") == self.curve_event and e["step"] > 0 for e in self.log.events)
+            why = ("the curve was measured before keep_checkpoint changed on --continue" if measured
+                   else "no validation point could be measured (no masks or image labels)"
+                   if self.keep_mode == "best_validation" else "no proxy point could be measured (no validation slices)")
             self.note_kept_checkpoint(which="final", reason=why)
             print(f"{self.method} fold {self.fold}: no validation quality to choose by; the final networks are kept")
             return None
@@ -604,6 +609,8 @@ class AutoUADTrainer:
         for name, weights in state["networks"].items():
             self.networks[name].load_state_dict(weights)
         self.on_kept_networks()
+        # with those decisions, so that the file and model.pt hold the same networks
+        save_checkpoint(dict(state, networks=self.state_dict()["networks"]), path)
         final = [e for e in self.log.events if e.get("event") == self.curve_event and e["step"] == self.position["step"]]
         record = dict(self.best_validation, final_value=final[-1]["value"] if final else None)
         self.note_kept_checkpoint(which=self.keep_mode, kept_step=record["step"], metric=record["metric"],

@@ -26,7 +26,7 @@ from autouad.evaluation.fold_validation import SUMMARY_FILE, score_fold
 from autouad.methods import get_method, trainer_class
 from autouad.model import MODEL_FILE, AnomalyModel, DatasetFacts
 from autouad.planning.method_plans import load_method_plans
-from autouad.planning.plans import Plans
+from autouad.planning.plans import Plans, keeps_best_proxy_by_default
 from autouad.training.base_trainer import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, LOG_FILE,
                                           VALIDATION_FOLDER, apply_schedule_overrides)
 from autouad.training.fold_data import TrainingError
@@ -90,6 +90,8 @@ def resolve_schedule(plans: Plans, schedule: str | None, overrides: dict) -> dic
         if schedule not in schedules:
             raise TrainingError(f"{plans.method} has no schedule {schedule!r}; it has {', '.join(schedules)}")
         chosen = dict(schedules[schedule], name=schedule)
+        if keeps_best_proxy_by_default(chosen, plans.task):  # as the planner would have planned it
+            chosen["keep_checkpoint"] = "best_proxy"
     apply_schedule_overrides(chosen, overrides)  # a bad key is reported here, not in a worker
     return chosen
 
