@@ -38,8 +38,13 @@ from benchmarks.quality import (BRATS, KERMANY, convert, fold_complete, fold_spl
                                 merge_predictions, model_folder, pixel_row, plan_and_preprocess)
 
 
+def training_log(fold_folder: Path) -> dict | None:
+    path = fold_folder / "training_log.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def curve(fold_folder: Path) -> dict:
-    events = json.loads((fold_folder / "training_log.json").read_text())["events"]
+    events = training_log(fold_folder)["events"]
     out = {f"{name}_curve": [[e["step"], e["value"]] for e in events if e["event"] == name]
            for name in ("validation", "proxy")}
     out["kept"] = next((e for e in events if e["event"] == "kept checkpoint"), None)
@@ -128,8 +133,8 @@ def main(argv=None) -> int:
         folder = model_folder(work, spec["id"], method)
         for fold in args.folds:
             fold_folder = folder / f"fold_{fold}"
-            trained_with = (json.loads((fold_folder / "training_log.json").read_text()).get("schedule") or {}).get(
-                "keep_checkpoint", "final") if (fold_folder / "training_log.json").is_file() else keep
+            log = training_log(fold_folder)
+            trained_with = (log.get("schedule") or {}).get("keep_checkpoint", "final") if log else keep
             if trained_with != keep:  # a work folder holds one mode's folds and predictions
                 raise SystemExit(f"{fold_folder}: trained with keep_checkpoint={trained_with}, not {keep}; "
                                  f"choose another --work")

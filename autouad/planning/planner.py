@@ -21,7 +21,7 @@ import numpy as np
 from autouad import __version__
 from autouad.methods.registry import DataSituation, UnknownMethodError, candidates_for, get_method
 from autouad.planning.method_plans import load_method_plans
-from autouad.planning.plans import Plans, keeps_best_proxy_by_default
+from autouad.planning.plans import Plans, anomaly_intensity_sign, keeps_best_proxy_by_default
 from autouad.planning.plans_files import DEFAULT_PLANS_NAME
 from autouad.utils.files import load_json, save_json
 from autouad.utils.imports import import_subclass
@@ -215,7 +215,7 @@ class AutoUADPlanner:
                 why = (f"the anomalies are {polarity['polarity']} in {channel} "
                        f"({polarity['cases_bright']}/{polarity['cases']} cases brighter than their surroundings)")
             else:
-                side = "left" if self.modality == "CT" else "right"
+                side = "right" if anomaly_intensity_sign(self.modality) > 0 else "left"
                 why = {"CT": "no masks to measure polarity; CT lesions are usually darker than the organ",
                        "X-ray": "no masks to measure polarity; opacities (pneumonia, masses) are brighter than "
                                 "aerated lung",

@@ -39,6 +39,16 @@ def keeps_best_proxy_by_default(schedule: dict, task: str) -> bool:
     return bool(schedule.get("budget_minutes")) and task == "segmentation" and "keep_checkpoint" not in schedule
 
 
+def anomaly_intensity_sign(modality: str, peak: str | None = None) -> float:
+    """+1 where anomalies are brighter than the tissue around them, -1 where darker: the plans'
+    histogram side where the fingerprint measured it (ASC-Net's peak), else the modality's rule
+    the planner falls back on without masks (CT lesions darker than the organ; brain lesions in
+    FLAIR/T2 and X-ray opacities brighter)."""
+    if peak is not None:
+        return 1.0 if peak == "rightmost" else -1.0
+    return -1.0 if modality == "CT" else 1.0
+
+
 class PlansError(ValueError):
     """A plans file that does not fit the schema; the message names the file and the field."""
 

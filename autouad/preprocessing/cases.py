@@ -59,6 +59,13 @@ class PreprocessedCase:
         return self.meta.get("patient") or self.name
 
     @property
+    def pixel_mm(self) -> float:
+        """The in-plane size of one preprocessed pixel (millimetres, or the file's pixel units)."""
+        spacing = float(np.mean(self.meta["canonical_spacing"][1:]))
+        zoom = np.mean(np.divide(self.meta["cropped_inplane_shape"], self.meta["resampled_inplane_shape"]))
+        return spacing * float(zoom)
+
+    @property
     def is_2d(self) -> bool:
         return bool(self.meta["orientation"]["is_2d"])
 

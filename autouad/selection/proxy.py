@@ -97,16 +97,6 @@ def paste_blobs_into_slices(slices: np.ndarray, regions: np.ndarray, pixel_mm: l
     return pasted, masks
 
 
-def anomaly_intensity_sign(modality: str, peak: str | None = None) -> float:
-    """+1 where anomalies are brighter than the tissue around them, -1 where darker: the plans'
-    histogram side where the fingerprint measured it (ASC-Net's peak), else the modality's rule
-    (CT lesions darker than the organ; brain lesions in FLAIR/T2 and X-ray opacities brighter),
-    as the planner decides it."""
-    if peak is not None:
-        return 1.0 if peak == "rightmost" else -1.0
-    return -1.0 if modality == "CT" else 1.0
-
-
 def collect_proxy_evidence(raw_folder: Path, splits: list[dict], folds: list[int], candidates: list[Candidate],
                            fingerprint: dict, image_level: bool, seed: int = 0,
                            quiet: bool = False) -> list[CaseEvidence]:

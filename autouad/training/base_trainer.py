@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import sys
 import time
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from autouad.planning.plans import GENERIC_SCHEDULE_KEYS, Plans
+from autouad.planning.plans import GENERIC_SCHEDULE_KEYS, Plans, anomaly_intensity_sign
 from autouad.training.checkpoint import load_checkpoint, save_checkpoint
 from autouad.training.fold_data import FoldData, PreprocessedCase, TrainingError
 from autouad.training.logger import TrainingLog
@@ -453,7 +454,6 @@ class AutoUADTrainer:
         from autouad.evaluation.metrics import roc_auc
         cases = self.data.validation_cases if self.data is not None else []
         rng = np.random.default_rng([self.seed, self.fold])
-        sign = -1.0 if self.plans.threshold.peak == "leftmost" else 1.0
         masked = [(c, s) for c in cases if c.mask is not None for s in range(c.num_slices)]
         if masked:
             anomalous = [(c, s) for c, s in masked if c.mask[s].any()]
@@ -463,22 +463,32 @@ class AutoUADTrainer:
                 [normal[i] for i in rng.permutation(len(normal))[:self.validation_slices - min(half, len(anomalous))]]
             if not anomalous:
                 return None
-            maps = self.predict_slices(np.stack([c.data[s] for c, s in picks]))
+            maps = self.anomalous_up_maps(np.stack([c.data[s] for c, s in picks]))
             regions = np.stack([c.region[s] for c, s in picks])
             labels = np.stack([c.mask[s] for c, s in picks]).astype(bool)
-            return {"metric": "pixel AUROC", "value": roc_auc(sign * maps[regions], labels[regions])}
+            return {"metric": "pixel AUROC", "value": roc_auc(maps[regions], labels[regions])}
         labelled = [c for c in cases if c.is_2d and c.label is not None]
         if len({c.label for c in labelled}) < 2:
             return None
         picks = [labelled[i] for i in rng.permutation(len(labelled))[:self.validation_slices]]
         if len({c.label for c in picks}) < 2:
             return None
+        scores = self.image_scores(self.anomalous_up_maps(np.concatenate([c.data for c in picks])),
+                                   np.stack([c.region[0] for c in picks]))
+        return {"metric": "image AUROC", "value": roc_auc(scores, np.array([c.label for c in picks], bool))}
+
+    def anomalous_up_maps(self, slices: np.ndarray) -> np.ndarray:
+        """predict_slices' maps, negated where the plans put the anomalies at the map's low end
+        (a leftmost histogram peak), so that higher means more anomalous for the curve's AUROCs."""
+        sign = -1.0 if self.plans.threshold.peak == "leftmost" else 1.0
+        return sign * self.predict_slices(slices)
+
+    def image_scores(self, maps: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        """One score per map (N, H, W) inside its region: the method's image score, as prediction uses it."""
         from autouad.methods import get_method
         from autouad.selection.image_scores import image_score
-        how = get_method(self.method).image_score  # the paper's image score, as prediction uses it
-        maps = self.predict_slices(np.concatenate([c.data for c in picks]))
-        scores = [image_score(sign * m[None], c.region[:1], how) for m, c in zip(maps, picks)]
-        return {"metric": "image AUROC", "value": roc_auc(np.array(scores), np.array([c.label for c in picks], bool))}
+        how = get_method(self.method).image_score
+        return np.array([image_score(m[None], r[None], how) for m, r in zip(maps, regions)])
 
     def proxy_quality(self) -> dict | None:
         """keep_checkpoint=best_proxy's label-free measure of the model now: how well its maps find
@@ -488,25 +498,19 @@ class AutoUADTrainer:
         from those without (image AUROC). No mask or image label is read. None without validation
         cases."""
         from autouad.evaluation.metrics import roc_auc
-        if getattr(self, "_proxy_probe", None) is None:
-            self._proxy_probe = self.proxy_probe()
-        if self._proxy_probe is None:
+        if self.proxy_probe is None:
             return None
-        slices, regions, masks, labels = self._proxy_probe
-        sign = -1.0 if self.plans.threshold.peak == "leftmost" else 1.0
-        maps = sign * self.predict_slices(slices)
+        slices, regions, masks, labels = self.proxy_probe
+        maps = self.anomalous_up_maps(slices)
         if labels is None:
             return {"metric": "proxy pixel AUROC", "value": roc_auc(maps[regions], masks[regions])}
-        from autouad.methods import get_method
-        from autouad.selection.image_scores import image_score
-        how = get_method(self.method).image_score
-        scores = [image_score(m[None], r[None], how) for m, r in zip(maps, regions)]
-        return {"metric": "proxy image AUROC", "value": roc_auc(np.array(scores), labels)}
+        return {"metric": "proxy image AUROC", "value": roc_auc(self.image_scores(maps, regions), labels)}
 
+    @functools.cached_property
     def proxy_probe(self) -> tuple | None:
         """(slices, regions, blob masks, image labels or None): drawn once per fold, with a seed of
         its own, so that every point of the curve is measured on the same blobs."""
-        from autouad.selection.proxy import anomaly_intensity_sign, paste_blobs_into_slices
+        from autouad.selection.proxy import paste_blobs_into_slices
         cases = self.data.validation_cases if self.data is not None else []
         rng = np.random.default_rng([self.seed, self.fold, 7])
         image_level = self.plans.task == "image"
@@ -521,7 +525,7 @@ class AutoUADTrainer:
         picks = [picks[i] for i in rng.permutation(len(picks))[:count]]
         slices = np.stack([np.asarray(c.data[s], np.float32) for c, s in picks])
         regions = np.stack([c.region[s] for c, s in picks]).astype(bool)
-        pixel_mm = [self.pixel_mm(c) for c, _ in picks]
+        pixel_mm = [c.pixel_mm for c, _ in picks]
         sign = anomaly_intensity_sign(cases[0].modality, self.plans.threshold.peak)
         labels = None
         if image_level:
@@ -535,14 +539,6 @@ class AutoUADTrainer:
             return slices, regions, blob_masks, labels
         slices, masks = paste_blobs_into_slices(slices, regions, pixel_mm, sign, rng)
         return slices, regions, masks, None
-
-    @staticmethod
-    def pixel_mm(case: PreprocessedCase) -> float:
-        """The in-plane size of one preprocessed pixel (millimetres, or the file's pixel units)."""
-        meta = case.meta
-        spacing = float(np.mean(meta["canonical_spacing"][1:]))
-        zoom = np.mean(np.divide(meta["cropped_inplane_shape"], meta["resampled_inplane_shape"]))
-        return spacing * float(zoom)
 
     @property
     def keep_mode(self) -> str:
@@ -595,10 +591,12 @@ class AutoUADTrainer:
             return None
         path = self.output_folder / CHECKPOINT_BEST
         if self.best_validation is None or not path.is_file():
-            measured = any(e.get("event") == self.curve_event and e["step"] > 0 for e in self.log.events)
-            why = ("the curve was measured before keep_checkpoint changed on --continue" if measured
-                   else "no validation point could be measured (no masks or image labels)"
-                   if self.keep_mode == "best_validation" else "no proxy point could be measured (no validation slices)")
+            if any(e.get("event") == self.curve_event and e["step"] > 0 for e in self.log.events):
+                why = "the curve was measured before keep_checkpoint changed on --continue"
+            elif self.keep_mode == "best_validation":
+                why = "no validation point could be measured (no masks or image labels)"
+            else:
+                why = "no proxy point could be measured (no validation slices)"
             self.note_kept_checkpoint(which="final", reason=why)
             print(f"{self.method} fold {self.fold}: no validation quality to choose by; the final networks are kept")
             return None
