@@ -336,6 +336,7 @@ def kermany(args, work: Path, results: "Results") -> None:
     from autouad import api
     from autouad.evaluation.baselines import knn_baseline_predictions
     from autouad.evaluation.evaluator import evaluate_folders
+    from autouad.inference.outputs import PREDICTIONS_FILE
 
     raw = convert(KERMANY, work)
     labels = raw / "dataset.json"
@@ -350,7 +351,10 @@ def kermany(args, work: Path, results: "Results") -> None:
             seconds = train_folds(work, KERMANY["id"], method, args.schedule, args.folds, None)
             out = work / "predictions" / "kermany" / method
             api.predict(raw / "imagesTs", out, model_folder(work, KERMANY["id"], method), folds=args.folds)
+            run = json.loads((out / PREDICTIONS_FILE).read_text(encoding="utf-8"))
             results.record("kermany", method, dict(evaluate_folders(labels, out)["image"],
+                                                   image_score=run["image_score"],
+                                                   image_score_reason=run["image_score_reason"],
                                                    training_seconds=sum(seconds.values()),
                                                    wall_seconds=time.perf_counter() - start))
         except Exception as e:
@@ -462,9 +466,9 @@ def markdown(result: dict) -> str:
                                   fmt(r["best_possible_dice"])])
     if result.get("kermany"):
         lines += table("Kermany chest X-rays, the 624 test images:",
-                       ["AUROC", "AP", "precision", "recall", "specificity", "F1"], result["kermany"],
+                       ["AUROC", "AP", "precision", "recall", "specificity", "F1", "image score"], result["kermany"],
                        lambda r: [fmt(r.get(k)) for k in ("auroc", "average_precision", "precision", "recall",
-                                                          "specificity", "f1")])
+                                                          "specificity", "f1")] + [r.get("image_score", "n/a")])
         chosen = (result["kermany"].get(AUTO) or {}).get("chosen")
         if chosen:
             lines += [f"`auto` predicted with `{chosen}`, chosen by find_best_configuration on the trained folds' "

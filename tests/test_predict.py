@@ -227,3 +227,31 @@ def test_two_dimensional_images_get_scores_and_image_level_metrics(autouad_env, 
     image = load_json(out / "summary.json")["image"]
     assert image["num_images"] == 6 and image["num_abnormal"] == 3
     assert {"auroc", "precision", "recall", "specificity", "f1"} <= set(image)
+
+
+def test_folds_choose_one_image_score_from_their_mean_validation_auroc():
+    from types import SimpleNamespace
+
+    from autouad.calibration.thresholds import Threshold
+    from autouad.inference.predictor import folds_image_score
+
+    def fold(number, aurocs, own="mean"):
+        by_score = {how: {"value": float(i), "validation_auroc": a} for i, (how, a) in enumerate(aurocs.items())}
+        image = {"image_score": own, "declared_image_score": "mean", "value": by_score[own]["value"],
+                 "by_image_score": by_score}
+        return SimpleNamespace(method="twophase", fold=number, threshold=Threshold(0.5, "above", "normal_percentile",
+                                                                                   image=image))
+
+    # fold 0 alone would switch to top_k_mean, fold 1 to max_mean_filtered: together top_k_mean wins
+    models = [fold(0, {"mean": 0.40, "max_mean_filtered": 0.50, "top_k_mean": 0.80}, own="top_k_mean"),
+              fold(1, {"mean": 0.45, "max_mean_filtered": 0.70, "top_k_mean": 0.66}, own="max_mean_filtered")]
+    how, why = folds_image_score(models)
+    assert how == "top_k_mean" and "folds [0, 1]" in why
+    assert [m.threshold.image_cut(how) for m in models] == [2.0, 2.0]
+    # within the margin the declared score stays
+    close = [fold(0, {"mean": 0.70, "max_mean_filtered": 0.70, "top_k_mean": 0.71})]
+    assert folds_image_score(close)[0] == "mean"
+    # a fold calibrated before the image scores were compared: what it was calibrated with
+    old = fold(0, {"mean": 0.4, "max_mean_filtered": 0.5, "top_k_mean": 0.8})
+    del old.threshold.image["by_image_score"]
+    assert folds_image_score([old])[0] == "mean" and old.threshold.image_cut("top_k_mean") is None

@@ -96,7 +96,7 @@ def test_results_accumulate_and_refuse_another_schedule(tmp_path):
     second.record("kermany", "vae", {"auroc": float("nan"), "average_precision": 0.5, "training_seconds": 60.0})
     saved = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
     assert saved["kermany"]["vae"]["auroc"] is None
-    assert "| vae | n/a | 0.500 | n/a | n/a | n/a | n/a | 1.0 min |" in path.with_suffix(".md").read_text()
+    assert "| vae | n/a | 0.500 | n/a | n/a | n/a | n/a | n/a | 1.0 min |" in path.with_suffix(".md").read_text()
     # a re-measured row with the same figures keeps its first stamp; other figures replace it
     third = quality.Results(path, "fast", [0, 1], "machine C")
     third.record("brats", "vae", {"error": "RuntimeError: stopped"})

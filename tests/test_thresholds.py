@@ -117,6 +117,54 @@ def test_two_dimensional_cases_get_an_image_threshold():
     assert summary["image"]["auroc"] == 1.0 and summary["image"]["recall"] == 1.0
 
 
+def spot_images(rng, count: int = 40):
+    """Half normal images a little brighter overall, half anomalous with one small bright spot: the
+    mean of the map ranks them the wrong way round, the top 1 % the right way."""
+    cases = []
+    for i in range(count):
+        anomalous_image = i >= count // 2
+        maps = rng.uniform(0, 0.2, (1, 32, 32)).astype(np.float32) + (0.0 if anomalous_image else 0.1)
+        if anomalous_image:
+            maps[0, 10:13, 10:13] = 0.9
+        cases.append(case_maps(f"img{i}", maps, np.ones((1, 32, 32), bool), None, [not anomalous_image], is_2d=True,
+                               role="unlabeled" if anomalous_image else "normal", label=int(anomalous_image)))
+    return cases
+
+
+def test_image_score_is_chosen_on_labelled_validation_images_and_kept_with_its_reason():
+    cases = spot_images(np.random.default_rng(7))
+    threshold = calibrate({"strategy": "normal_percentile", "percentile": 99.0}, cases, None, image_percentile=95.0)
+    image = threshold.image
+    by_score = image["by_image_score"]
+    assert by_score["mean"]["validation_auroc"] < 0.5 < by_score["top_k_mean"]["validation_auroc"]
+    assert image["declared_image_score"] == "mean" and image["image_score"] != "mean"
+    assert "chosen on the labelled validation images" in image["image_score_reason"]
+    chosen = image["image_score"]
+    normal_scores = [image_score(m, c.region, chosen) for c, m in cases[:20]]
+    assert image["value"] == pytest.approx(np.percentile(normal_scores, 95.0))
+    assert threshold.image_cut("mean") == pytest.approx(by_score["mean"]["value"])
+    assert score_fold(cases, threshold, None)["image"]["auroc"] == 1.0  # scored with the chosen score
+
+
+def test_image_score_stays_the_declared_one_when_fixed_or_unmeasurable():
+    cases = spot_images(np.random.default_rng(8))
+    fixed = calibrate({"strategy": "normal_percentile", "percentile": 99.0, "image_score": "mean"}, cases, None,
+                      image_score="top_k_mean").image
+    assert fixed["image_score"] == "mean" and fixed["image_score_fixed"] and "set in the plans" in fixed["image_score_reason"]
+    few = cases[:20] + cases[20:25]  # five anomalous images: too few to compare scores on
+    image = calibrate({"strategy": "normal_percentile", "percentile": 99.0}, few, None).image
+    assert image["image_score"] == "mean" and image["by_image_score"]["top_k_mean"]["validation_auroc"] is None
+    assert "too few labelled validation images" in image["image_score_reason"]
+
+
+def test_plans_know_every_image_score():
+    import typing
+    from autouad.planning.plans import ThresholdPlan
+    from autouad.selection.image_scores import IMAGE_SCORES
+    allowed = typing.get_args(typing.get_args(typing.get_type_hints(ThresholdPlan)["image_score"])[0])
+    assert set(allowed) == set(IMAGE_SCORES)
+
+
 # ---- post-processing ------------------------------------------------------------------------------------
 def test_opening_removes_specks_and_closing_fills_holes_within_the_roi():
     masks = np.zeros((2, 30, 30), bool)

@@ -29,10 +29,13 @@ A map's *anomalous side* says whether high values (``above``) or low values (``b
 anomalous; only ASC-Net's I_ro with dark anomalies is ``below``. Internally every strategy works on
 signed scores (``map`` or ``-map``), where higher is always more anomalous.
 
-2D datasets get an image-level threshold too: images are scored by the mean of their map inside
-the region (HealthyGAN's choice: the mean was more robust than the max), and the cut is a
-percentile of the normal validation images' scores (the plan's percentile for image-level tasks,
-95 otherwise).
+2D datasets get an image-level threshold too: images are scored by the method's image score
+(autouad.selection.image_scores; the mean of the map for most, DRAEM's paper the max of the
+mean-filtered map) and the cut is a percentile of the normal validation images' scores (the plan's
+percentile for image-level tasks, 95 otherwise). The cut is computed for every image score; where
+the fold's validation images carry labels, each score's AUROC on them is kept beside its cut and
+the fold uses the declared score unless another ranks them clearly better (``choose_image_score``).
+The plans' ``threshold.image_score`` fixes the score instead.
 """
 from __future__ import annotations
 
@@ -139,6 +142,17 @@ class Threshold:
     @property
     def image_value(self) -> float | None:
         return None if self.image is None else float(self.image["value"])
+
+    def image_cut(self, how: str) -> float | None:
+        """The image-level cut for the image score ``how``: the fold's own when it used ``how``, else
+        the one calibrated beside it (None where the fold measured only its own, as before image
+        scores were compared)."""
+        if self.image is None:
+            return None
+        if how == self.image.get("image_score", "mean"):
+            return float(self.image["value"])
+        other = (self.image.get("by_image_score") or {}).get(how)
+        return None if other is None else float(other["value"])
 
     def to_record(self) -> dict:
         """threshold.json's content (flat, as autouad has always written it)."""
@@ -252,21 +266,40 @@ def calibrate(plan, cases: list[CaseMaps], histogram_range: tuple[float, float] 
     threshold.details.update(requested=dict(settings), space="preprocessed slices",
                              cases=[case.name for case, _ in cases])
     if cases and all(case.is_2d for case, _ in cases):
-        threshold.image = calibrate_image_threshold(cases, side, image_percentile or IMAGE_PERCENTILE, image_score)
+        threshold.image = calibrate_image_threshold(cases, side, image_percentile or IMAGE_PERCENTILE,
+                                                    settings.get("image_score") or image_score,
+                                                    fixed=bool(settings.get("image_score")))
     return threshold
 
 
-def calibrate_image_threshold(cases: list[CaseMaps], side: str, percentile: float, how: str = "mean") -> dict:
-    """Image-level cut for 2D datasets: a percentile of the normal validation images' scores (the
-    method's image score, autouad.selection.image_scores)."""
-    from autouad.selection.image_scores import image_score
+def calibrate_image_threshold(cases: list[CaseMaps], side: str, percentile: float, declared: str = "mean",
+                              fixed: bool = False) -> dict:
+    """Image-level cut for 2D datasets: a percentile of the normal validation images' scores, for
+    each image score (autouad.selection.image_scores) with its AUROC on the labelled validation
+    images where there are enough of both kinds; the score used is ``declared`` (the method's),
+    unless ``fixed`` is False and choose_image_score prefers another."""
+    from autouad.evaluation.metrics import roc_auc
+    from autouad.selection.image_scores import IMAGE_SCORES, MIN_IMAGES_PER_CLASS, choose_image_score, image_score
     sign = side_sign(side)
-    normal = np.array([image_score(sign * maps, case.region, how) for case, maps in cases if case.is_reference.all()])
-    if normal.size == 0:
+    normal = np.array([case.is_reference.all() for case, _ in cases])
+    if not normal.any():
         raise CalibrationError("no normal validation images to calibrate the image-level threshold on")
-    return {"strategy": "normal_percentile", "percentile": percentile, "image_score": how,
-            "score": f"{how} of the map inside the region", "value": float(np.percentile(normal, percentile)),
-            "normal_images": int(normal.size),
+    labels = np.array([-1 if case.label is None else case.label for case, _ in cases])
+    known = labels >= 0
+    measurable = min(np.count_nonzero(labels == 0), np.count_nonzero(labels == 1)) >= MIN_IMAGES_PER_CLASS
+    by_score = {}
+    for how in IMAGE_SCORES:
+        scores = np.array([image_score(sign * maps, case.region, how) for case, maps in cases])
+        by_score[how] = {"value": float(np.percentile(scores[normal], percentile)),
+                         "validation_auroc": roc_auc(scores[known], labels[known]) if measurable else None}
+    if fixed:
+        chosen, reason = declared, f"{declared}, set in the plans (threshold.image_score)"
+    else:
+        chosen, reason = choose_image_score({h: r["validation_auroc"] for h, r in by_score.items()}, declared)
+    return {"strategy": "normal_percentile", "percentile": percentile, "image_score": chosen,
+            "image_score_reason": reason, "declared_image_score": declared, "image_score_fixed": fixed,
+            "score": f"{chosen} of the map inside the region", "value": by_score[chosen]["value"],
+            "normal_images": int(normal.sum()), "labelled_images": int(known.sum()), "by_image_score": by_score,
             "how": f"the {percentile:g}th percentile of the scores of normal validation images (label-free)"}
 
 

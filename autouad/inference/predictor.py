@@ -170,6 +170,29 @@ def trained_folds(model_folder: Path) -> list[int]:
     return sorted(int(name.split("_")[1]) for name in folds)
 
 
+def folds_image_score(models: list) -> tuple[str, str]:
+    """(image score, why) for the fold-averaged maps of ``models``: where every fold compared the
+    image scores on its labelled validation images, the choice of choose_image_score from the mean
+    of their AUROCs (cross-validation: each fold's images are out of its model's training), else what
+    the first fold's image cut was calibrated with (the method's declared score, or the plans' fixed
+    one), else the method's declared score (no image-level cut)."""
+    from autouad.methods.registry import get_method
+    from autouad.selection.image_scores import IMAGE_SCORES, choose_image_score
+    declared = get_method(models[0].method).image_score
+    images = [m.threshold.image for m in models]
+    if any(image is None for image in images):
+        return declared, f"{declared}, the method's own (the folds have no image-level cut)"
+    measured = [image.get("by_image_score") for image in images if not image.get("image_score_fixed")]
+    if len(measured) == len(images) and all(
+            m and all((m.get(how) or {}).get("validation_auroc") is not None for how in IMAGE_SCORES) for m in measured):
+        mean = {how: float(np.mean([m[how]["validation_auroc"] for m in measured])) for how in IMAGE_SCORES}
+        how, why = choose_image_score(mean, images[0].get("declared_image_score", declared))
+        return how, why + f"; the mean over folds {sorted(m.fold for m in models)}"
+    # (an image cut calibrated before image scores were compared used the mean)
+    how = images[0].get("image_score", "mean")
+    return how, images[0].get("image_score_reason") or f"{how}, what fold {models[0].fold}'s image cut was calibrated with"
+
+
 def choose_device(requested: str | None) -> str:
     if requested in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -203,14 +226,9 @@ class AnomalyPredictor:
         self.side = sides.pop()
         # One cut for the fold-averaged map: the mean of the folds' cuts (identical for one fold).
         self.threshold = float(np.mean([m.threshold.value for m in models]))
-        image = [m.threshold.image_value for m in models]
+        self.image_score, self.image_score_reason = folds_image_score(models)
+        image = [m.threshold.image_cut(self.image_score) for m in models]
         self.image_threshold = float(np.mean(image)) if all(v is not None for v in image) else None
-        # how a map becomes an image score: what the folds' image cut was calibrated with, else the
-        # method's paper's choice (its registry declaration)
-        from autouad.methods.registry import get_method
-        # (an image cut calibrated before image scores were declared used the mean)
-        self.image_score = (first.threshold.image.get("image_score", "mean") if first.threshold.image
-                            else get_method(first.method).image_score)
         for model in models:
             model.set_precision(precision)
         self.precision = precision
@@ -471,8 +489,9 @@ class AnomalyPredictor:
                                                 if "percentile" in m.threshold.details else {})}
                                     for m in self.models},
                 "image_threshold": self.image_threshold,
-                "image_score": f"{self.image_score} of the map inside the region, signed so that higher is more "
-                               f"anomalous",
+                # the score of a case: this reduction of its map inside the region, signed so that higher
+                # is more anomalous (autouad.selection.image_scores)
+                "image_score": self.image_score, "image_score_reason": self.image_score_reason,
                 "postprocessing": None if self.postprocessing is None else plans_to_dict(self.postprocessing),
                 "save_maps": save_maps, "seconds": round(seconds, 2),
                 "num_predicted": len(done), "num_failed": len(failed), "cases": done, "failed": failed}

@@ -391,6 +391,10 @@ class AutoUADPlanner:
                                            channels=self.fingerprint["channel_names"],
                                            data_folder=f"{self.plans_name}_2d")
         self.plans["threshold"], reasons["threshold"] = self.choose_threshold()
+        if self.is_2d_dataset:
+            reasons["threshold"] += (f"; images are scored by {self.method}'s own image score, "
+                                     f"{spec.image_score}, unless its folds' labelled validation images rank "
+                                     f"another clearly better (threshold.image_score fixes it; docs/usage.md)")
         self.plans["postprocessing"], reasons["postprocessing"] = self.choose_postprocessing()
         self.plans["batch_size"], reasons["batch_size"] = self.choose_batch_size()
         num_folds, reasons["num_folds"] = self.choose_num_folds()

@@ -85,6 +85,9 @@ class ThresholdPlan:
     # histogram_peak with several input channels: the position (within input_channels) of the channel
     # of the output image whose histogram is read, the one the anomalies contrast most in
     channel: int | None = None
+    # image-level data: how a map becomes an image score (autouad.selection.image_scores). None: the
+    # method's declared one, unless the folds' labelled validation images rank another clearly better
+    image_score: Literal["mean", "max_mean_filtered", "top_k_mean"] | None = None  # IMAGE_SCORES
 
 
 @dataclass

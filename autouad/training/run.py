@@ -169,6 +169,8 @@ def calibrate_and_save(trainer, preprocessed_folder: Path, output: Path) -> Trai
     how = threshold.how + (f" (instead of {plans.threshold.strategy}: {threshold.details['fallback_reason']})"
                            if "fallback_reason" in threshold.details else "")
     print(f"fold {trainer.fold}: threshold {threshold.value:.4g} ({how}), anomalous {threshold.anomalous_side} it")
+    if threshold.image is not None:
+        print(f"fold {trainer.fold}: image score {threshold.image['image_score_reason']}")
     summary = score_fold(cases, threshold, plans.postprocessing, output / VALIDATION_FOLDER / SUMMARY_FILE)
     pixel, image = summary["pixel"], summary["image"]
     if pixel and pixel["num_cases_with_anomaly"]:
