@@ -75,7 +75,7 @@ def test_scores(predictor, images: Path) -> dict[str, dict[str, float]]:
 def method_row(work: Path, method: str, folds: list[int]) -> dict:
     from autouad.evaluation.evaluator import read_reference_labels
     from autouad.evaluation.metrics import roc_auc
-    from autouad.inference.predictor import AnomalyPredictor
+    from autouad.inference.predictor import AnomalyPredictor, folds_validation_auroc
     from autouad.methods.registry import get_method
 
     recalibrate_if_needed(work, method, folds)
@@ -85,8 +85,10 @@ def method_row(work: Path, method: str, folds: list[int]) -> dict:
     scores = test_scores(predictor, raw / "imagesTs")
     labels = read_reference_labels(raw / "dataset.json", set(next(iter(scores.values()))))
     names = sorted(labels)
-    validation = {how: float(np.mean([m.threshold.image["by_image_score"][how]["validation_auroc"]
-                                      for m in predictor.models])) for how in scores}
+    validation = folds_validation_auroc(predictor.models)
+    if validation is None:
+        raise SystemExit(f"{method}: its folds did not compare the image scores on labelled validation images "
+                         f"({predictor.image_score_reason})")
     return {"declared": get_method(method).image_score, "chosen": predictor.image_score,
             "reason": predictor.image_score_reason,
             "validation_auroc": validation,

@@ -337,6 +337,7 @@ def kermany(args, work: Path, results: "Results") -> None:
     from autouad.evaluation.baselines import knn_baseline_predictions
     from autouad.evaluation.evaluator import evaluate_folders
     from autouad.inference.outputs import PREDICTIONS_FILE
+    from autouad.utils.files import load_json
 
     raw = convert(KERMANY, work)
     labels = raw / "dataset.json"
@@ -351,7 +352,7 @@ def kermany(args, work: Path, results: "Results") -> None:
             seconds = train_folds(work, KERMANY["id"], method, args.schedule, args.folds, None)
             out = work / "predictions" / "kermany" / method
             api.predict(raw / "imagesTs", out, model_folder(work, KERMANY["id"], method), folds=args.folds)
-            run = json.loads((out / PREDICTIONS_FILE).read_text(encoding="utf-8"))
+            run = load_json(out / PREDICTIONS_FILE)
             results.record("kermany", method, dict(evaluate_folders(labels, out)["image"],
                                                    image_score=run["image_score"],
                                                    image_score_reason=run["image_score_reason"],

@@ -170,22 +170,38 @@ def trained_folds(model_folder: Path) -> list[int]:
     return sorted(int(name.split("_")[1]) for name in folds)
 
 
+def folds_validation_auroc(models: list) -> dict[str, float] | None:
+    """{image score: the mean over ``models``' folds of its AUROC on their labelled validation images}
+    (cross-validation: each fold's images are out of its model's training); None where a fold did not
+    compare the image scores (no image-level cut, too few labelled images, the plans fix the score, or
+    calibrated before image scores were compared)."""
+    from autouad.selection.image_scores import IMAGE_SCORES
+    measured = []
+    for model in models:
+        image = model.threshold.image
+        if image is None or image.get("image_score_fixed"):
+            return None
+        by_score = image.get("by_image_score") or {}
+        if any((by_score.get(how) or {}).get("validation_auroc") is None for how in IMAGE_SCORES):
+            return None
+        measured.append(by_score)
+    return {how: float(np.mean([m[how]["validation_auroc"] for m in measured])) for how in IMAGE_SCORES}
+
+
 def folds_image_score(models: list) -> tuple[str, str]:
     """(image score, why) for the fold-averaged maps of ``models``: where every fold compared the
-    image scores on its labelled validation images, the choice of choose_image_score from the mean
-    of their AUROCs (cross-validation: each fold's images are out of its model's training), else what
-    the first fold's image cut was calibrated with (the method's declared score, or the plans' fixed
-    one), else the method's declared score (no image-level cut)."""
+    image scores on its labelled validation images, the choice of choose_image_score from their mean
+    AUROCs (folds_validation_auroc), else what the first fold's image cut was calibrated with (the
+    method's declared score, or the plans' fixed one), else the method's declared score (no
+    image-level cut)."""
     from autouad.methods.registry import get_method
-    from autouad.selection.image_scores import IMAGE_SCORES, choose_image_score
+    from autouad.selection.image_scores import choose_image_score
     declared = get_method(models[0].method).image_score
     images = [m.threshold.image for m in models]
     if any(image is None for image in images):
         return declared, f"{declared}, the method's own (the folds have no image-level cut)"
-    measured = [image.get("by_image_score") for image in images if not image.get("image_score_fixed")]
-    if len(measured) == len(images) and all(
-            m and all((m.get(how) or {}).get("validation_auroc") is not None for how in IMAGE_SCORES) for m in measured):
-        mean = {how: float(np.mean([m[how]["validation_auroc"] for m in measured])) for how in IMAGE_SCORES}
+    mean = folds_validation_auroc(models)
+    if mean is not None:
         how, why = choose_image_score(mean, images[0].get("declared_image_score", declared))
         return how, why + f"; the mean over folds {sorted(m.fold for m in models)}"
     # (an image cut calibrated before image scores were compared used the mean)
