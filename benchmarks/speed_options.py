@@ -17,7 +17,6 @@ separately (docs/results.md, "Speed options").
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
@@ -80,8 +79,8 @@ def measure(method: str, workspace: Path, train_steps: int, inference_batches: i
             except Exception as e:  # no compiler on the machine
                 out["options"][option] = {"error": f"{type(e).__name__}: {str(e)[:120]}"}
                 continue
-        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if option == "bf16_autocast"
-                    else contextlib.nullcontext())
+        # the trainer's own autocast (what training_precision does in a run), fp32 for every other option
+        trainer.schedule["training_precision"] = "bf16" if option == "bf16_autocast" else "fp32"
         phase = max(trainer.phases, key=lambda p: p.iterations)
         for net in trainer.networks.values():
             net.train()
@@ -89,7 +88,7 @@ def measure(method: str, workspace: Path, train_steps: int, inference_batches: i
 
         def train_step():
             trainer.seed_iteration(step["i"])
-            with autocast:
+            with trainer.training_autocast():
                 trainer.train_iteration(phase, step["i"])
             step["i"] += 1
         try:

@@ -176,6 +176,49 @@ def test_the_memory_layout_is_the_declared_one_and_changes_no_map(tiny, tmp_path
 
 
 @pytest.mark.parametrize("method", method_names())
+def test_bf16_training_runs_every_iteration_under_autocast_and_keeps_float32_weights(tiny, tmp_path, method):
+    """The schedule's training_precision bf16 runs each training iteration (the run's and the
+    budget's timed ones) under bf16 autocast: every method's losses stay finite, and the weights,
+    which the checkpoint and the model file hold, stay float32."""
+    plans, plans_path = planned(tiny, method)
+    cls = get_method(method).trainer_class()
+    seen = []
+
+    class Watched(cls):
+        def train_iteration(self, phase, iteration):
+            seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+            return super().train_iteration(phase, iteration)
+
+    trainer = Watched(copy.deepcopy(plans), 0, plans_path.parent, tmp_path, schedule_overrides={"training_precision": "bf16"})
+    trainer.initialize()
+    assert trainer.resolved_training_precision == "bf16" and trainer.header()["training_precision"] == "bf16"
+    trainer.run_training()
+    assert seen and all(seen)
+    assert all(np.isfinite(v) for e in trainer.log.entries if e.get("phase") for k, v in e.items()
+               if isinstance(v, float)), trainer.log.entries[-1]
+    assert all(p.dtype == torch.float32 for net in trainer.networks.values() for p in net.parameters())
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_training_precision_auto_follows_the_cpu_and_bad_values_are_refused(monkeypatch):
+    from autouad.training import base_trainer
+    from autouad.training.base_trainer import TrainingError, apply_schedule_overrides
+
+    class Probe(AutoUADTrainer):
+        method = "probe"
+
+        def __init__(self, precision):  # only what resolved_training_precision reads
+            self.schedule, self.device = {"training_precision": precision}, torch.device("cpu")
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(base_trainer, "cpu_has_native_bf16", lambda native=native: native)
+        assert Probe("auto").resolved_training_precision == expected
+        assert Probe("fp32").resolved_training_precision == "fp32"
+    with pytest.raises(TrainingError, match="training_precision must be one of fp32, bf16, auto, not 'fp16'"):
+        apply_schedule_overrides({"name": "fast"}, {"training_precision": "fp16"})
+
+
+@pytest.mark.parametrize("method", method_names())
 def test_a_budget_scales_the_schedule_and_leaves_the_start_untouched(tiny, tmp_path, method):
     """fit_to_budget times a few iterations of each phase kind from the starting state, restores it
     exactly, and multiplies the method's budget keys by one factor; a resumed run keeps the fitted

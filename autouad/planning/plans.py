@@ -26,8 +26,9 @@ LEGACY_METHOD_SETTINGS = ("needs",)
 
 
 # schedule settings every method has: a wall-clock budget (the trainer's fit_to_budget), what
-# fitting wrote, and which networks stand for the fold (the trainer's KEEP_CHECKPOINT)
-GENERIC_SCHEDULE_KEYS = ("budget_minutes", "budget_factor", "keep_checkpoint")
+# fitting wrote, which networks stand for the fold (the trainer's KEEP_CHECKPOINT) and the precision
+# of the training iterations (the trainer's TRAINING_PRECISIONS)
+GENERIC_SCHEDULE_KEYS = ("budget_minutes", "budget_factor", "keep_checkpoint", "training_precision")
 
 
 def keeps_best_proxy_by_default(schedule: dict, task: str) -> bool:

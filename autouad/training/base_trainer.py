@@ -41,7 +41,7 @@ from autouad.training.logger import TrainingLog
 from autouad.training.sampling import PoolBatchLoader
 from autouad.utils.files import save_figure, save_json, save_npy
 from autouad.utils.imports import import_subclass
-from autouad.utils.machine import flush_denormals
+from autouad.utils.machine import cpu_has_native_bf16, flush_denormals
 from autouad.utils.progress import progress
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
@@ -82,6 +82,8 @@ def import_trainer(dotted: str) -> type:
 # (autouad.selection.proxy); no mask or image label is read, so it works on any dataset and a
 # benchmark may score the same cases without bias from the choice.
 KEEP_CHECKPOINT = ("final", "best_validation", "best_proxy")
+# the schedule's training_precision (see AutoUADTrainer.training_autocast)
+TRAINING_PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def apply_schedule_overrides(schedule: dict, overrides: dict | None) -> dict:
@@ -94,6 +96,9 @@ def apply_schedule_overrides(schedule: dict, overrides: dict | None) -> dict:
     if out.get("keep_checkpoint", "final") not in KEEP_CHECKPOINT:
         raise TrainingError(f"keep_checkpoint must be one of {', '.join(KEEP_CHECKPOINT)}, "
                             f"not {out['keep_checkpoint']!r}")
+    if out.get("training_precision", "fp32") not in TRAINING_PRECISIONS:
+        raise TrainingError(f"training_precision must be one of {', '.join(TRAINING_PRECISIONS)}, "
+                            f"not {out['training_precision']!r}")
     return out
 
 
@@ -110,6 +115,11 @@ class AutoUADTrainer:
     histogram_bins: int = 256
     # Precision of predict_slices: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16".
     inference_precision: str = "auto"
+    # Precision of the training iterations when the schedule does not say (its training_precision):
+    # "fp32", "bf16" (autocast) or "auto" (bf16 autocast on a CPU with bf16 instructions, fp32
+    # elsewhere). A method says "auto" where its own measurements showed the speed-up and no loss
+    # of validation quality (docs/results.md, "Speed options").
+    training_precision: str = "fp32"
     # More validation cases than this are drawn as one pooled histogram in histograms.png.
     max_plotted_histograms: int = 20
     # Schedule keys that count work (iterations, epochs, caps): a wall-clock budget scales them all by
@@ -269,6 +279,7 @@ class AutoUADTrainer:
                 "dataset": self.plans.dataset, "plans_name": self.plans.plans_name, "fold": self.fold,
                 "schedule": self.schedule, "schedule_overrides": self.schedule_overrides,
                 "batch_size": self.batch_size, "world_size": self.world_size, "device": str(self.device),
+                "training_precision": self.resolved_training_precision,
                 "train_cases": self.data.train_names, "validation_cases": self.data.validation_names,
                 "phases": [asdict(p) for p in self.phases], "skipped_phases": sorted(self.skipped_phases),
                 "pools": self.pool_sizes, "finished": self.finished,
@@ -359,7 +370,8 @@ class AutoUADTrainer:
                 for i in range(probe_iterations + 1):
                     self.seed_iteration(10 ** 9 + i)  # never a step the run itself seeds
                     start = time.perf_counter()
-                    self.train_iteration(phase, i)
+                    with self.training_autocast():
+                        self.train_iteration(phase, i)
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     times.append(time.perf_counter() - start)
@@ -674,7 +686,9 @@ class AutoUADTrainer:
                 while self.position["iteration"] < phase.iterations:
                     step = self.position["step"]
                     self.seed_iteration(step)
-                    losses = self.reduce_losses(self.train_iteration(phase, self.position["iteration"]))
+                    with self.training_autocast():
+                        losses = self.train_iteration(phase, self.position["iteration"])
+                    losses = self.reduce_losses(losses)
                     self.position["iteration"] += 1
                     self.position["step"] = step + 1
                     self.log.add(step + 1, phase.name, losses, self.elapsed())
@@ -737,6 +751,24 @@ class AutoUADTrainer:
             with self.inference_autocast():
                 out.append(self.predict_anomaly_map(self.to_device(images)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0,) + slices.shape[2:], np.float32)
+
+    @property
+    def resolved_training_precision(self) -> str:
+        """fp32 or bf16: the schedule's training_precision, else the method's, with "auto" resolved
+        for this device (bf16 on a CPU with bf16 instructions; fp32 on a GPU, where it is unmeasured,
+        and on other CPUs, which emulate bf16 many times slower)."""
+        precision = self.schedule.get("training_precision") or self.training_precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+        return precision
+
+    def training_autocast(self):
+        """The context a training iteration runs in: nothing for fp32, bf16 autocast otherwise (the
+        weights, optimiser states and checkpoints stay float32; only the operations autocast lists
+        run in bf16, so a run resumes and predicts as an fp32 one does)."""
+        if self.resolved_training_precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def inference_autocast(self):
         """fp32 as trained, or bf16 autocast (tensor cores on a GPU; the maps differ from fp32 by

@@ -173,7 +173,8 @@ class ASCNetTrainer(AutoUADTrainer):
             main = self.networks["M"]
             main.eval()
             with torch.no_grad():
-                images[needs_cut] = main(images[needs_cut])[0]
+                # .to: under bf16 autocast (training_precision) M's output is bf16, the batch float32
+                images[needs_cut] = main(images[needs_cut])[0].to(images.dtype)
             main.train()
         targets = torch.from_numpy(np.where(kinds == INPUT_FENCE_CUT, -1.0, 1.0).astype(np.float32)).to(self.device)
         return images, targets, kinds
