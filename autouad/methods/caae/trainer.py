@@ -247,6 +247,9 @@ class VAETrainer(CAAETrainer):
     """The VAE baseline: the KL divergence in place of the latent critic."""
     method = "vae"
     adversarial = False
+    # bf16 autocast where the CPU has bf16 instructions: 2.1x faster steps on a Zen 4 EPYC, validation
+    # quality measured both ways (docs/results.md, "bf16 training on a CPU with bf16 instructions")
+    training_precision = "auto"
 
     def encoder_outputs(self) -> int:
         return 2 * self.latent_dim  # mu and log sigma^2
