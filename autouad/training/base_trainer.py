@@ -118,7 +118,7 @@ class AutoUADTrainer:
     # Precision of the training iterations when the schedule does not say (its training_precision):
     # "fp32", "bf16" (autocast) or "auto" (bf16 autocast on a CPU with bf16 instructions, fp32
     # elsewhere). A method says "auto" where its own measurements showed the speed-up and no loss
-    # of validation quality (docs/results.md, "Speed options").
+    # of validation quality (docs/results.md, "bf16 training on a CPU with bf16 instructions").
     training_precision: str = "fp32"
     # More validation cases than this are drawn as one pooled histogram in histograms.png.
     max_plotted_histograms: int = 20

@@ -2,6 +2,7 @@
 floating point on it."""
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def flush_denormals() -> bool:
     return bool(torch.set_flush_denormal(True))
 
 
+@functools.lru_cache(maxsize=None)  # asked before every training iteration; the CPU does not change
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (the ``avx512_bf16`` or ``amx_bf16`` flag of
     ``/proc/cpuinfo``; False where that file is missing).

@@ -92,7 +92,8 @@ class HealthyGANTrainer(AutoUADTrainer):
     method = "healthygan"
     channels_last = True  # within the noise on a 2-core CPU, identical maps: docs/results.md, "Speed options"
     # bf16 autocast where the CPU has bf16 instructions: 2.2x faster steps on a Zen 4 EPYC, so a
-    # budget trains twice the iterations (docs/results.md, "Speed options"); fp32 elsewhere
+    # budget trains about twice the iterations, validation quality measured both ways (docs/results.md,
+    # "bf16 training on a CPU with bf16 instructions"); fp32 elsewhere
     training_precision = "auto"
     map_name = "|x - G(x)|"
     inference_networks = ("generator",)
