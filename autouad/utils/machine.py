@@ -14,15 +14,19 @@ def processor_name() -> str:
     empty), else what ``platform`` knows: speed figures differ between CPUs of the same core count.
     " with bf16 instructions" follows where the CPU has them: a virtual machine's "AMD EPYC" is an
     AVX2 one or a Zen 4 one, and bf16 training is 2x faster on the second, 7-20x slower on the first."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = cpuinfo_field("model name") or platform.processor() or platform.machine()
     return name + (" with bf16 instructions" if cpu_has_native_bf16() else "")
+
+
+@functools.lru_cache(maxsize=None)  # the CPU does not change while the process runs
+def cpuinfo_field(name: str) -> str | None:
+    """The value of the first line of ``/proc/cpuinfo`` that starts with ``name`` (Linux), stripped;
+    None where that file or line is missing."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(name) and ":" in line), None)
 
 
 def flush_denormals() -> bool:
@@ -39,7 +43,6 @@ def flush_denormals() -> bool:
     return bool(torch.set_flush_denormal(True))
 
 
-@functools.lru_cache(maxsize=None)  # asked before every training iteration; the CPU does not change
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (the ``avx512_bf16`` or ``amx_bf16`` flag of
     ``/proc/cpuinfo``; False where that file is missing).
@@ -48,12 +51,5 @@ def cpu_has_native_bf16() -> bool:
     was 7-20x slower than float32 on an AVX2 EPYC, while on a Zen 4 EPYC (avx512_bf16) it was
     faster (docs/results.md, "Speed options"). torch's own check
     (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) answers True for any AVX-512 CPU, emulated or not."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
+    flags = set((cpuinfo_field("flags") or "").split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
