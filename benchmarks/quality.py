@@ -48,7 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SHARED = REPO.parent / "shared" / "data"
-from autouad.methods.registry import method_names  # noqa: E402  (after the sys.path line)
+from autouad.cli.train import parse_settings  # noqa: E402  (after the sys.path line)
+from autouad.methods.registry import method_names  # noqa: E402
 
 METHODS = tuple(method_names())
 FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN = "FLAIR threshold (label-free)", "FLAIR threshold (oracle)", "pixel kNN"
@@ -101,9 +102,9 @@ def model_folder(work: Path, dataset_id: int, method: str) -> Path:
 
 
 def train_folds(work: Path, dataset_id: int, method: str, schedule: str, folds: list[int],
-                num_folds: int | None) -> dict:
+                num_folds: int | None, overrides: dict | None = None) -> dict:
     """Plan, preprocess and train; returns {fold: training seconds} (from each fold's log).
-    ``num_folds`` None: the planner's choice."""
+    ``num_folds`` None: the planner's choice; ``overrides``: schedule settings (``--set``)."""
     from autouad import api
     from autouad.utils.files import load_json
 
@@ -116,7 +117,7 @@ def train_folds(work: Path, dataset_id: int, method: str, schedule: str, folds: 
         else:
             # an interrupted fold continues from its checkpoint
             api.train(dataset_id, fold, method, continue_training=(fold_folder / "checkpoint_latest.pt").is_file(),
-                      preprocessed_folder=work / "preprocessed", results_folder=work / "results")
+                      overrides=overrides, preprocessed_folder=work / "preprocessed", results_folder=work / "results")
         log = load_json(fold_folder / "training_log.json")
         seconds[fold] = max((e.get("seconds", 0.0) for e in log.get("entries", [])), default=0.0)
     return seconds
@@ -223,7 +224,7 @@ def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> d
     from autouad.utils.files import load_json
 
     start = time.perf_counter()
-    seconds = train_folds(work, BRATS["id"], method, args.schedule, args.folds, 2)
+    seconds = train_folds(work, BRATS["id"], method, args.schedule, args.folds, 2, args.settings)
     model = model_folder(work, BRATS["id"], method)
     splits = {fold: fold_split(work, BRATS["id"], fold) for fold in args.folds}
     # (row name, each fold's predictor, prediction folder, the cut's words or None: the folds' own)
@@ -349,7 +350,7 @@ def kermany(args, work: Path, results: "Results") -> None:
         try:
             # the planner's folds (five for Kermany's 2975 patients): two would hold out half the
             # training images, whose validation maps every fold computes
-            seconds = train_folds(work, KERMANY["id"], method, args.schedule, args.folds, None)
+            seconds = train_folds(work, KERMANY["id"], method, args.schedule, args.folds, None, args.settings)
             out = work / "predictions" / "kermany" / method
             api.predict(raw / "imagesTs", out, model_folder(work, KERMANY["id"], method), folds=args.folds)
             run = load_json(out / PREDICTIONS_FILE)
@@ -406,8 +407,8 @@ class Results:
     a benchmark of many hours can be run a few methods at a time (``--methods``), on several days or
     machines; each row is written the moment it is measured and says where and when."""
 
-    def __init__(self, path: Path, schedule: str, folds: list[int], machine: str):
-        self.path, self.machine = path, machine
+    def __init__(self, path: Path, schedule: str, folds: list[int], machine: str, settings: dict | None = None):
+        self.path, self.machine, self.settings = path, machine, settings or {}
         self.data = {"schedule": schedule, "folds": folds, "brats": {}, "kermany": {}}
         if path.is_file():
             old = json.loads(path.read_text(encoding="utf-8"))
@@ -422,6 +423,8 @@ class Results:
         # an undefined figure (the AUROC of a fold without anomalies, say) is null, as in the
         # evaluator's summaries: strict JSON, and the table prints it as n/a
         row = undefined_to_none(dict(row, machine=self.machine, measured=time.strftime("%Y-%m-%d %H:%M")))
+        if self.settings and "training_seconds" in row:
+            row["settings"] = self.settings  # the trained rows' --set; the baselines train nothing
         old = self.data[dataset].get(name)
         if old is not None and strip_stamp(old) == strip_stamp(row):
             # every run re-measures its dataset's baselines (seconds of work); the same figures keep
@@ -487,7 +490,12 @@ def main(argv=None) -> int:
     parser.add_argument("--results", type=Path, default=None,
                         help="results JSON to add this run's rows to (default <work>/quality.json; "
                              "the Markdown table is written beside it)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="set_items",
+                        help="change a schedule setting of every method trained (as autouad_train --set; "
+                             "for example training_precision=bf16; use a fresh --work, since trained folds are "
+                             "reused); the rows record it")
     args = parser.parse_args(argv)
+    args.settings = parse_settings(args.set_items)
     work = (args.work or Path(f"autouad_quality_{args.schedule}")).resolve()
     for kind in ("raw", "preprocessed", "results"):
         (work / kind).mkdir(parents=True, exist_ok=True)
@@ -497,7 +505,8 @@ def main(argv=None) -> int:
     machine = (f"{processor_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
                f"torch {torch.__version__}"
                + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU only"))
-    results = Results((args.results or work / "quality.json").resolve(), args.schedule, args.folds, machine)
+    results = Results((args.results or work / "quality.json").resolve(), args.schedule, args.folds, machine,
+                      args.settings)
     start = time.perf_counter()
     for name, spec, run in (("brats", BRATS, brats), ("kermany", KERMANY, kermany)):
         if name not in args.datasets:

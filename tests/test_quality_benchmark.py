@@ -109,3 +109,29 @@ def test_results_accumulate_and_refuse_another_schedule(tmp_path):
     assert json.loads(path.read_text())["brats"]["vae"]["machine"] == "machine C"
     with pytest.raises(SystemExit, match="smoke"):
         quality.Results(path, "smoke", [0, 1], "machine C")
+
+
+def test_set_reaches_every_trained_fold_and_the_trained_rows(tmp_path, monkeypatch):
+    """--set KEY=VALUE (an A/B run, float32 against bf16 say) changes the schedule of every fold
+    trained, and the rows of trained methods say so; the baselines, which train nothing, do not."""
+    settings = quality.parse_settings(["training_precision=bf16", "budget_minutes=2"])
+    assert settings == {"training_precision": "bf16", "budget_minutes": 2}
+    trained = []
+
+    def fake_train(dataset, fold, method, overrides=None, results_folder=None, **kwargs):
+        trained.append((fold, overrides))
+        folder = quality.model_folder(tmp_path, 7, method) / f"fold_{fold}"
+        folder.mkdir(parents=True)
+        (folder / "training_log.json").write_text(json.dumps({"entries": [{"seconds": 3.0}]}))
+
+    monkeypatch.setattr(quality, "plan_and_preprocess", lambda *args, **kwargs: None)
+    monkeypatch.setattr(quality, "dataset_folder", lambda root, dataset_id: root / DATASET)
+    monkeypatch.setattr(api, "train", fake_train)
+    assert quality.train_folds(tmp_path, 7, "vae", "fast", [0, 1], 2, settings) == {0: 3.0, 1: 3.0}
+    assert trained == [(0, settings), (1, settings)]
+
+    results = quality.Results(tmp_path / "quality.json", "fast", [0, 1], "machine A", settings)
+    results.record("kermany", quality.PIXEL_KNN, {"auroc": 0.6})
+    results.record("kermany", "vae", {"auroc": 0.7, "training_seconds": 6.0})
+    saved = json.loads((tmp_path / "quality.json").read_text())["kermany"]
+    assert "settings" not in saved[quality.PIXEL_KNN] and saved["vae"]["settings"] == settings
