@@ -93,12 +93,9 @@ def apply_schedule_overrides(schedule: dict, overrides: dict | None) -> dict:
             settings = ", ".join(sorted(k for k in out if k not in ("name", "note")))
             raise TrainingError(f"the {out.get('name')} schedule has no setting {key!r}; it has {settings}")
         out[key] = value
-    if out.get("keep_checkpoint", "final") not in KEEP_CHECKPOINT:
-        raise TrainingError(f"keep_checkpoint must be one of {', '.join(KEEP_CHECKPOINT)}, "
-                            f"not {out['keep_checkpoint']!r}")
-    if out.get("training_precision", "fp32") not in TRAINING_PRECISIONS:
-        raise TrainingError(f"training_precision must be one of {', '.join(TRAINING_PRECISIONS)}, "
-                            f"not {out['training_precision']!r}")
+    for key, choices in (("keep_checkpoint", KEEP_CHECKPOINT), ("training_precision", TRAINING_PRECISIONS)):
+        if key in out and out[key] not in choices:
+            raise TrainingError(f"{key} must be one of {', '.join(choices)}, not {out[key]!r}")
     return out
 
 
