@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         save_json({"command": " ".join(["python", "benchmarks/image_scores.py", *sys.argv[1:]]), "methods": rows},
                   args.results)
         with atomic_output(args.results.with_suffix(".md")) as tmp:
-            tmp.write_text(markdown(rows, machine))
+            tmp.write_text(markdown(rows, machine), encoding="utf-8")
         print(markdown({method: rows[method]}, machine))
     return 0
 

@@ -299,6 +299,16 @@ def brats(args, work: Path, results: "Results") -> None:
                 results.record("brats", name, row)
         except Exception as e:
             results.record("brats", method, failed("brats", method, e))
+    record_brats_auto(args, work, results)
+
+
+def record_brats_auto(args, work: Path, results: "Results") -> None:
+    """The `auto` row of BraTS-6; a run of one fold has none (it is skipped, not recorded as an
+    error): the row scores each fold by a choice made on the others."""
+    if len(args.folds) < 2:
+        print(f"brats {AUTO}: skipped, its leave-one-fold-out selection needs at least two folds "
+              f"(--folds {' '.join(map(str, args.folds))})")
+        return
     try:
         results.record("brats", AUTO, brats_auto(args, work, results))
     except Exception as e:
@@ -440,7 +450,7 @@ class Results:
             self.data[dataset] = {k: rows[k] for k in sorted(rows, key=row_rank)}
         save_json(self.data, self.path)
         with atomic_output(self.path.with_suffix(".md")) as tmp:
-            tmp.write_text(markdown(self.data) + "\n")
+            tmp.write_text(markdown(self.data) + "\n", encoding="utf-8")
 
 
 def table(title: str, columns: list[str], rows: dict, cells) -> list[str]:

@@ -9,7 +9,8 @@ import torch
 from autouad.calibration.histogram_peaks import separated_peaks
 from autouad.methods.ascnet.losses import discriminator_loss, fence_cut_loss, reconstruction_loss, wild_cut_loss
 from autouad.methods.ascnet.network import ASCDiscriminator, ASCNetMain
-from autouad.methods.ascnet.trainer import INPUT_FENCE_CUT, REFERENCE, REFERENCE_FENCE_CUT, ASCNetTrainer
+from autouad.methods.ascnet.trainer import (INPUT_FENCE_CUT, REFERENCE, REFERENCE_FENCE_CUT, ASCNetTrainer,
+                                           orientation_figures)
 from autouad.paths import preprocessed_root, results_root
 from autouad.planning.plans_files import find_plans
 from autouad.training.sampling import EpochStream
@@ -285,34 +286,79 @@ def test_a_short_run_logs_a_discriminator_that_is_not_saturated(trainer_factory)
     [event] = [e for e in trainer.log.events if e["event"] == "orientation"]
     assert event["expected_side"] == "above" and isinstance(event["inverted"], bool)
     assert 0.0 <= event["inputs_above_reference_p99"] <= 1.0 and 0.0 <= event["inputs_below_reference_p1"] <= 1.0
+    assert event["decided_by"] in ("input_outliers", "map_tails") and 0.0 <= event["input_outliers"] <= 1.0
     assert trainer.networks["M"].inverted.item() == float(event["inverted"])
 
 
 # ---- orientation of I_ro ---------------------------------------------------------------------------------
+def test_orientation_follows_where_the_map_puts_the_inputs_own_outliers():
+    """I_in's pixels beyond R_d's input range on the plans' side decide: ranked below the rest of
+    I_in by I_ro, the anomalies are in I_ro's other end, even where no value of I_ro leaves R_d's
+    range of I_ro (a flip the map's tails cannot see). Without such outliers the map's tails decide."""
+    rng = np.random.default_rng(1)
+    n = 20000
+    reference_maps, reference_inputs = rng.uniform(0.2, 0.8, n), rng.normal(0.0, 1.0, n)
+    lesion = np.r_[np.zeros(n - 1000, bool), np.ones(1000, bool)]
+    bright_inputs = np.where(lesion, 4.0, rng.normal(0.0, 1.0, n))
+    background = rng.uniform(0.2, 0.8, n)
+    cases = [  # (lesion's I_ro values, inputs, expected_above, inverted, decided_by)
+        (0.9, bright_inputs, True, False, "input_outliers"),
+        (0.05, bright_inputs, True, True, "input_outliers"),
+        (0.25, bright_inputs, True, True, "input_outliers"),  # low, but inside R_d's range of I_ro
+        (0.9, -bright_inputs, False, False, "input_outliers"),  # dark lesions (leftmost polarity)
+        (0.25, -bright_inputs, False, True, "input_outliers"),
+    ]
+    for lesion_map, inputs, expected_above, inverted, decided_by in cases:
+        maps = np.where(lesion, lesion_map, background)
+        figures = orientation_figures(reference_maps, reference_inputs if expected_above else -reference_inputs,
+                                      maps, inputs, expected_above)
+        assert (figures["inverted"], figures["decided_by"]) == (inverted, decided_by), (lesion_map, expected_above)
+        assert figures["input_outliers"] == pytest.approx(0.05, abs=0.01)
+        assert (figures["input_outliers_auroc"] < 0.5) is inverted
+    # the 0.25 case: the tails alone would not have flipped it
+    assert orientation_figures(reference_maps, reference_inputs, np.where(lesion, 0.25, background),
+                               rng.normal(0.0, 1.0, n), True)["inverted"] is False
+    # no input outliers: the map's tails decide (an excess below R_d's range of I_ro flips it)
+    plain_inputs = rng.normal(0.0, 1.0, n)
+    for lesion_map, inverted in ((0.05, True), (0.95, False), (0.5, False)):
+        figures = orientation_figures(reference_maps, reference_inputs, np.where(lesion, lesion_map, background),
+                                      plain_inputs, True)
+        assert (figures["inverted"], figures["decided_by"], figures["input_outliers_auroc"]) == \
+            (inverted, "map_tails", None), lesion_map
+
+
 def test_a_fold_whose_anomalies_fell_into_the_dark_cluster_maps_one_minus_i_ro(trainer_factory, monkeypatch, tmp_path):
-    """The anomalous end of I_ro is where the input set's values leave R_d's range: a fold whose
-    input set exceeds R_d below (the cluster flip of paper 001, Fig. 8) predicts 1 - I_ro, one that
-    exceeds it above (or nowhere clearly) keeps I_ro; the choice travels with M's weights, and
+    """The trainer decides the orientation from the map and the input on R_d and I_in: a fold whose
+    map ranks the input's own bright outliers low (the cluster flip of paper 001, Fig. 8) predicts
+    1 - I_ro, one that ranks them high keeps I_ro; the choice travels with M's weights, and
     weights saved before it existed load as not inverted."""
     trainer = trainer_factory()
     assert trainer.plans.threshold.peak != "leftmost"  # the demo's lesions are bright: I_ro expected above
     rng = np.random.default_rng(0)
-    reference = rng.uniform(0.2, 0.8, 20000)
-    dark_excess = np.concatenate([rng.uniform(0.2, 0.8, 18000), rng.uniform(0.0, 0.1, 2000)])
-    bright_excess = 1.0 - dark_excess
+    reference = (rng.uniform(0.2, 0.8, 20000), rng.normal(0.0, 1.0, 20000))
+    lesion = np.r_[np.zeros(18000, bool), np.ones(2000, bool)]
+    input_values = np.where(lesion, 4.0, rng.normal(0.0, 1.0, 20000))
+    dark_lesion = (np.where(lesion, rng.uniform(0.0, 0.1, 20000), rng.uniform(0.2, 0.8, 20000)), input_values)
+    bright_lesion = (1.0 - dark_lesion[0], input_values)
     slices = torch.from_numpy(trainer.inputs.read(np.arange(2))).float()
     main = trainer.networks["M"]
     with torch.no_grad():
         main.eval()
         raw = main(slices)[2][:, 0]
-    for inputs, inverted in ((dark_excess, True), (bright_excess, False), (reference[::-1].copy(), False)):
+    for inputs, inverted in ((dark_lesion, True), (bright_lesion, False)):
         values = iter([reference, inputs])
-        monkeypatch.setattr(trainer, "sampled_map_values", lambda pool, max_slices: next(values))
+        monkeypatch.setattr(trainer, "sampled_map_and_input_values", lambda pool, max_slices: next(values))
         figures = trainer.orient()
         assert figures["inverted"] is inverted and main.inverted.item() == float(inverted)
+        assert figures["decided_by"] == "input_outliers"
         expected = 1 - raw if inverted else raw
         torch.testing.assert_close(trainer.predict_anomaly_map_eval(slices), expected)
         assert trainer.log.events[-1]["event"] == "orientation"
+    # the real sampling: I_ro and the input at the same pixels, inside the ROI
+    monkeypatch.delattr(trainer, "sampled_map_and_input_values")
+    maps, inputs = trainer.sampled_map_and_input_values(trainer.inputs, 4)
+    assert maps.shape == inputs.shape and np.all((0 <= maps) & (maps <= 1))
+    np.testing.assert_array_equal(maps, trainer.sampled_map_values(trainer.inputs, 4))
     # the orientation is part of M's state: saved and loaded with it; older weights load as I_ro
     main.inverted.fill_(1.0)
     saved = state(main)

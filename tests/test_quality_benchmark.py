@@ -135,3 +135,24 @@ def test_set_reaches_every_trained_fold_and_the_trained_rows(tmp_path, monkeypat
     results.record("kermany", "vae", {"auroc": 0.7, "training_seconds": 6.0})
     saved = json.loads((tmp_path / "quality.json").read_text())["kermany"]
     assert "settings" not in saved[quality.PIXEL_KNN] and saved["vae"]["settings"] == settings
+
+
+def test_a_one_fold_run_skips_the_brats_auto_row_instead_of_recording_an_error(tmp_path, monkeypatch, capsys):
+    """`auto` on BraTS-6 is chosen leave-one-fold-out: with --folds 0 there is no other fold, so the
+    row is left out (and said so), not written as a failure; with two folds it is measured."""
+    from argparse import Namespace
+
+    def fake_auto(args, work, results):
+        assert len(args.folds) == 2, "the one-fold run must not try the selection"
+        return {"dice": (0.8, 0.1), "dice_without_postprocessing": (None, None), "auroc": (0.9, 0.1),
+                "pooled_auroc": None, "average_precision": (None, None), "best_possible_dice": None,
+                "num_cases": 6, "cut": "fold 0: FLAIR; fold 1: FLAIR (chosen on the other fold)"}
+
+    monkeypatch.setattr(quality, "brats_auto", fake_auto)
+    results = quality.Results(tmp_path / "quality.json", "fast", [0], "machine A")
+    quality.record_brats_auto(Namespace(folds=[0]), tmp_path, results)
+    assert quality.AUTO not in results.data["brats"]
+    assert "skipped" in capsys.readouterr().out
+    results = quality.Results(tmp_path / "two.json", "fast", [0, 1], "machine A")
+    quality.record_brats_auto(Namespace(folds=[0, 1]), tmp_path, results)
+    assert tuple(results.data["brats"][quality.AUTO]["dice"]) == (0.8, 0.1)

@@ -35,7 +35,7 @@ def write_scores(path: Path, cases: dict[str, dict], threshold: float) -> None:
     for case, r in sorted(cases.items()):
         writer.writerow([case, f"{r['score']:.6g}", f"{threshold:.6g}", r["decision"]])
     with atomic_output(path) as tmp:
-        tmp.write_text(text.getvalue())
+        tmp.write_text(text.getvalue(), encoding="utf-8")
 
 
 def output_endings(input_ending: str) -> tuple[str, str]:

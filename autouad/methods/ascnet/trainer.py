@@ -52,15 +52,26 @@ Orientation (autouad's, label-free; the papers leave it open): which end of I_ro
 the anomalies is not fixed by training. Paper 001 (Fig. 8) shows FLAIR cases whose tumour fell into
 the leftmost peak, "a cluster flip", and leaves its analysis to future work; for dark liver lesions
 the authors threshold "the rightmost peak of the inverted image", choosing the inversion by hand per
-dataset. Here a fold that came out flipped is found at the end of training from the two sets the
-method already has: the input set I_in holds the anomalies and R_d does not, so the anomalous end
-is where I_in's values exceed R_d's range (beyond R_d's 1st or 99th percentile, on up to
-``orientation_slices`` slices of each, inside the ROI). Where the other end than the plans' expected
-one (the fingerprint's polarity, as the threshold's peak) holds at least twice the excess, and 1 %
-of the voxels more, the fold's map becomes 1 - I_ro (M's ``inverted`` buffer, saved with its
-weights), as the paper inverts for dark lesions. On BraTS-6 at the `fast` budget both folds' I_ro
-ranked the tumour below chance (pooled AUROC 0.18; docs/results.md). The figures are logged as an
-``orientation`` event. No mask or label is read.
+dataset from the lesions' known intensity. Here a fold that came out flipped is found at the end of
+training from the two sets the method already has, on up to ``orientation_slices`` slices of each,
+inside the ROI (``orientation_figures``):
+
+* Where I_in's input leaves R_d's range on the plans' anomalous side (the fingerprint's polarity,
+  as the threshold's peak: bright FLAIR lesions, dark liver lesions) in at least 2 % of its pixels,
+  twice R_d's own 1 %, those pixels show the lesions as the authors' hand choice knew them: the
+  map is 1 - I_ro when I_ro ranks them below the rest of I_in (AUROC < 0.5), as the paper inverts
+  for dark lesions.
+  On BraTS-6 (2026-12-06, float32, both folds) raw I_ro ranked them at 0.048 and 0.015 (13 % and
+  4 % of I_in's pixels). This replaced the tails check below as the first test after a bf16 run
+  whose I_ro ranked the tumour at 0.225 without any value leaving R_d's range of I_ro.
+* Otherwise (no such input outliers) the map's tails decide: the anomalous end is where I_in's
+  values of I_ro exceed R_d's (beyond R_d's 1st or 99th percentile of I_ro). Where the other end
+  than the expected one holds at least twice the excess, and 1 % of the voxels more, the map is
+  1 - I_ro.
+
+The map is M's ``inverted`` buffer, saved with its weights. On BraTS-6 at the `fast` budget both
+folds' I_ro ranked the tumour below chance before any orientation (pooled AUROC 0.18;
+docs/results.md). The figures are logged as an ``orientation`` event. No mask or label is read.
 """
 from __future__ import annotations
 
@@ -70,6 +81,7 @@ import numpy as np
 import torch
 
 from autouad.calibration.histogram_peaks import DEFAULT_BINS, peak_values
+from autouad.evaluation.metrics import roc_auc
 from autouad.methods.ascnet.losses import discriminator_loss, fence_cut_loss, reconstruction_loss, wild_cut_loss
 from autouad.methods.ascnet.network import ASCDiscriminator, ASCNetMain
 from autouad.training.base_trainer import AutoUADTrainer, Phase
@@ -77,6 +89,8 @@ from autouad.training.fold_data import SlicePool, TrainingError
 
 # Kinds of items in a discriminator batch.
 REFERENCE, INPUT_FENCE_CUT, REFERENCE_FENCE_CUT = 0, 1, 2
+# The orientation's tails: beyond R_d's 1st and 99th percentiles (module docstring, "Orientation").
+ORIENTATION_TAIL = 0.01
 
 
 class ASCNetTrainer(AutoUADTrainer):
@@ -241,14 +255,23 @@ class ASCNetTrainer(AutoUADTrainer):
 
     def sampled_map_values(self, pool: SlicePool, max_slices: int) -> np.ndarray:
         """The map's values on up to ``max_slices`` slices spread over ``pool``, inside the ROI."""
+        return self.sampled_map_and_input_values(pool, max_slices)[0]
+
+    def sampled_map_and_input_values(self, pool: SlicePool, max_slices: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the map's values, the input's values on the map's channel) at the same pixels: up to
+        ``max_slices`` slices spread over ``pool``, inside the ROI."""
         picks = np.unique(np.linspace(0, len(pool) - 1, min(max_slices, len(pool))).round().astype(int))
-        values = []
+        channel = self.plans.threshold.channel or 0
+        maps, inputs = [], []
         for start in range(0, len(picks), 2 * self.batch_size):
             idx = picks[start:start + 2 * self.batch_size]
-            maps = self.predict_anomaly_map_eval(self.to_device(pool.read(idx))).float().cpu().numpy()
+            images = pool.read(idx)
+            batch_maps = self.predict_anomaly_map_eval(self.to_device(images)).float().cpu().numpy()
             roi = pool.read_roi(idx)
-            values.append(maps[roi] if roi is not None else maps.ravel())
-        return np.concatenate(values)
+            inside = roi if roi is not None else np.ones(batch_maps.shape, bool)
+            maps.append(batch_maps[inside])
+            inputs.append(images[:, channel][inside])
+        return np.concatenate(maps), np.concatenate(inputs)
 
     @torch.inference_mode()
     def predict_anomaly_map_eval(self, images: torch.Tensor) -> torch.Tensor:
@@ -297,19 +320,18 @@ class ASCNetTrainer(AutoUADTrainer):
         """Decide whether this fold's map is I_ro or 1 - I_ro (M's ``inverted``); logs and returns the figures."""
         main = self.networks["M"]
         main.inverted.fill_(0.0)
-        reference, inputs = (self.sampled_map_values(pool, self.orientation_slices)
+        reference, inputs = (self.sampled_map_and_input_values(pool, self.orientation_slices)
                              for pool in (self.reference, self.inputs))
-        low, high = np.percentile(reference, [1.0, 99.0])
-        above, below = float(np.mean(inputs > high)), float(np.mean(inputs < low))
-        expected_above = self.plans.threshold.peak != "leftmost"
-        expected, other = (above, below) if expected_above else (below, above)
-        invert = other >= 2.0 * expected and other - expected >= 0.01
-        main.inverted.fill_(float(invert))
-        figures = {"inputs_above_reference_p99": round(above, 4), "inputs_below_reference_p1": round(below, 4),
-                   "expected_side": "above" if expected_above else "below", "inverted": invert}
+        figures = orientation_figures(*reference, *inputs, expected_above=self.plans.threshold.peak != "leftmost")
+        main.inverted.fill_(float(figures["inverted"]))
         self.log.event(self.position["step"], "orientation", major=True, **figures)
-        print(f"  orientation: {above:.1%} of I_in above R_d's 99th percentile, {below:.1%} below its 1st; "
-              + ("the anomalies fell into the other end: the map is 1 - I_ro" if invert else "the map is I_ro"))
+        evidence = (f"{figures['input_outliers']:.1%} of I_in's inputs beyond R_d's on the {figures['expected_side']} "
+                    f"side, ranked by I_ro at AUROC {figures['input_outliers_auroc']:.3f}"
+                    if figures["decided_by"] == "input_outliers" else
+                    f"{figures['inputs_above_reference_p99']:.1%} of I_in's I_ro above R_d's 99th percentile, "
+                    f"{figures['inputs_below_reference_p1']:.1%} below its 1st")
+        print(f"  orientation: {evidence}; "
+              + ("the anomalies fell into the other end: the map is 1 - I_ro" if figures["inverted"] else "the map is I_ro"))
         return figures
 
     def _share_orientation(self) -> None:
@@ -337,3 +359,29 @@ class ASCNetTrainer(AutoUADTrainer):
         """I_ro; with several input channels the one the planner's threshold reads (the most contrasted)."""
         main = self.networks["M"]
         return main.oriented(main(images)[2][:, self.plans.threshold.channel or 0])
+
+
+def orientation_figures(reference_maps: np.ndarray, reference_inputs: np.ndarray, input_maps: np.ndarray,
+                        input_inputs: np.ndarray, expected_above: bool) -> dict:
+    """The orientation's evidence and decision (module docstring, "Orientation") from I_ro's values
+    and the input's values at the same pixels of R_d and of I_in. ``expected_above``: the plans'
+    anomalous side (the fingerprint's polarity), for the input and for I_ro alike."""
+    # the input's own outliers: I_in's pixels beyond R_d's input range on the anomalous side
+    cut = np.percentile(reference_inputs, 100 * (1 - ORIENTATION_TAIL) if expected_above else 100 * ORIENTATION_TAIL)
+    outliers = input_inputs > cut if expected_above else input_inputs < cut
+    outlier_share = float(np.mean(outliers))
+    # the map's tails: I_in's values of I_ro beyond R_d's range of I_ro, at either end
+    low, high = np.percentile(reference_maps, [100 * ORIENTATION_TAIL, 100 * (1 - ORIENTATION_TAIL)])
+    above, below = float(np.mean(input_maps > high)), float(np.mean(input_maps < low))
+    figures = {"input_outliers": round(outlier_share, 4), "input_outliers_auroc": None,
+               "inputs_above_reference_p99": round(above, 4), "inputs_below_reference_p1": round(below, 4),
+               "expected_side": "above" if expected_above else "below"}
+    if outlier_share >= 2 * ORIENTATION_TAIL and not outliers.all():
+        # I_in leaves R_d's input range on the anomalous side (twice R_d's own share): the map
+        # should rank those pixels above the rest of I_in; ranked below, the anomalies are in I_ro's other end
+        auroc = roc_auc(input_maps, outliers)
+        figures["input_outliers_auroc"] = round(auroc, 4)
+        return {**figures, "decided_by": "input_outliers", "inverted": bool(auroc < 0.5)}
+    expected, other = (above, below) if expected_above else (below, above)
+    invert = other >= 2.0 * expected and other - expected >= 0.01
+    return {**figures, "decided_by": "map_tails", "inverted": bool(invert)}
