@@ -269,10 +269,23 @@ def test_the_main_step_runs_d_with_the_fence_cuts_batch_statistics(trainer_facto
     assert not torch.allclose(judged, copy.deepcopy(d).eval()(x), atol=1e-4)  # not the running statistics
 
 
-def test_a_short_run_logs_a_discriminator_that_is_not_saturated(trainer_factory):
+def test_a_short_run_logs_a_discriminator_that_is_not_saturated(trainer_factory, monkeypatch):
     """Over a smoke-sized run D's accuracy is logged (``d_accuracy``) and does not sit at 100 %, and
-    Loss_Cf does not sit at 2 (a saturated D: every fence cut at -1)."""
-    trainer = trainer_factory({"stage1_cycles": 2, "stage2_cycles": 1, "max_iterations_per_step": 4})
+    Loss_Cf does not sit at 2 (a saturated D: every fence cut at -1). The same run ends oriented,
+    and with keep_checkpoint best_proxy keeps its best proxy point, oriented again."""
+    trainer = trainer_factory({"stage1_cycles": 2, "stage2_cycles": 1, "max_iterations_per_step": 4,
+                               "keep_checkpoint": "best_proxy"})
+    real_sampling = trainer.sampled_map_and_input_values
+
+    def brightest_inputs_as_outliers(pool, max_slices):
+        # the demo's lesions are too few for the input-outlier proxy (under 2 % of I_in's pixels):
+        # lift I_in's brightest 5 % beyond R_d's range, so that the real maps are scored on them
+        maps, inputs = real_sampling(pool, max_slices)
+        if pool is trainer.inputs:
+            inputs = np.where(inputs > np.percentile(inputs, 95), inputs + 10.0, inputs)
+        return maps, inputs
+
+    monkeypatch.setattr(trainer, "sampled_map_and_input_values", brightest_inputs_as_outliers)
     trainer.checkpoint_every = 10 ** 6  # phase ends still write one
     trainer.run_training()
     entries = trainer.log.entries
@@ -288,9 +301,53 @@ def test_a_short_run_logs_a_discriminator_that_is_not_saturated(trainer_factory)
     assert 0.0 <= event["inputs_above_reference_p99"] <= 1.0 and 0.0 <= event["inputs_below_reference_p1"] <= 1.0
     assert event["decided_by"] in ("input_outliers", "map_tails") and 0.0 <= event["input_outliers"] <= 1.0
     assert trainer.networks["M"].inverted.item() == float(event["inverted"])
+    # keep_checkpoint best_proxy: the curve's points carry ASC-Net's own proxy, the best point after
+    # the start stands for the fold, and the orientation is decided again on its networks
+    proxy = [e for e in trainer.log.events if e["event"] == "proxy"]
+    assert len(proxy) >= 2 and all(0.5 <= e["value"] <= 1.0 and e["metric"].startswith("input outliers") for e in proxy)
+    kept = trainer.use_kept_checkpoint()
+    assert kept["step"] == max((e for e in proxy if e["step"] > 0), key=lambda e: e["value"])["step"]
+    *_, again = [e for e in trainer.log.events if e["event"] == "orientation"]
+    assert again is not event and trainer.networks["M"].inverted.item() == float(again["inverted"])
 
 
 # ---- orientation of I_ro ---------------------------------------------------------------------------------
+def test_the_label_free_proxy_scores_a_point_by_its_separation_of_the_inputs_outliers_either_way(
+        trainer_factory, monkeypatch):
+    """keep_checkpoint=best_proxy for ASC-Net: a curve point scores max(AUROC, 1 - AUROC) of I_in's
+    input outliers under raw I_ro, so a map with the lesions in its dark cluster scores as high as
+    one with them in its bright cluster, and a map that separates nothing scores 0.5; the fold's
+    orientation is left as it was; without input outliers there is no value."""
+    trainer = trainer_factory()
+    rng = np.random.default_rng(2)
+    n = 20000
+    reference = (rng.uniform(0.2, 0.8, n), rng.normal(0.0, 1.0, n))
+    lesion = np.r_[np.zeros(n - 1000, bool), np.ones(1000, bool)]
+    inputs = np.where(lesion, 4.0, rng.uniform(-1.0, 1.0, n))  # the lesion is I_in's only outlier
+    background = rng.uniform(0.2, 0.8, n)
+    main = trainer.networks["M"]
+    main.inverted.fill_(1.0)
+    seen = []
+
+    def sampled(maps, input_values):
+        values = iter([reference, (maps, input_values)])
+
+        def fake(pool, max_slices):
+            seen.append((max_slices, main.inverted.item()))
+            return next(values)
+        return fake
+
+    for lesion_map, expected in ((0.95, 1.0), (0.05, 1.0), (None, 0.5)):
+        maps = np.where(lesion, lesion_map, background) if lesion_map is not None else background
+        monkeypatch.setattr(trainer, "sampled_map_and_input_values", sampled(maps, inputs))
+        quality = trainer.proxy_quality()
+        assert quality["value"] == pytest.approx(expected, abs=0.02), lesion_map
+        assert main.inverted.item() == 1.0
+    assert seen and all(m == trainer.proxy_orientation_slices and inverted == 0.0 for m, inverted in seen)
+    monkeypatch.setattr(trainer, "sampled_map_and_input_values", sampled(background, rng.uniform(-1.0, 1.0, n)))
+    assert trainer.proxy_quality() is None
+
+
 def test_orientation_follows_where_the_map_puts_the_inputs_own_outliers():
     """I_in's pixels beyond R_d's input range on the plans' side decide: ranked below the rest of
     I_in by I_ro, the anomalies are in I_ro's other end, even where no value of I_ro leaves R_d's

@@ -334,6 +334,31 @@ class ASCNetTrainer(AutoUADTrainer):
               + ("the anomalies fell into the other end: the map is 1 - I_ro" if figures["inverted"] else "the map is I_ro"))
         return figures
 
+    # keep_checkpoint=best_proxy: slices of R_d and of I_in per curve point, a quarter of the
+    # orientation's (on BraTS-6 on 2 cores the six points, probe and proxy, took 60 s of 8 minutes)
+    proxy_orientation_slices = 64
+
+    def proxy_quality(self) -> dict | None:
+        """ASC-Net's label-free measure of a curve point (keep_checkpoint=best_proxy), replacing the
+        pasted blobs: the orientation's evidence, how cleanly I_ro separates I_in's own input
+        outliers from the rest of I_in, in either orientation (max(AUROC, 1 - AUROC)), because
+        the orientation is decided afterwards on the kept networks: I_ro's clusters can swap sides
+        while training (docs/results.md, ASC-Net's BraTS-6 curves). None where the input has no
+        outliers to separate (the tails rule decides the orientation then)."""
+        main = self.networks["M"]
+        inverted = main.inverted.clone()
+        main.inverted.fill_(0.0)  # raw I_ro
+        try:
+            reference, inputs = [self.sampled_map_and_input_values(pool, self.proxy_orientation_slices)
+                                 for pool in (self.reference, self.inputs)]
+        finally:
+            main.inverted.copy_(inverted)
+        figures = orientation_figures(*reference, *inputs, expected_above=self.plans.threshold.peak != "leftmost")
+        auroc = figures["input_outliers_auroc"]
+        if auroc is None:
+            return None
+        return {"metric": "input outliers separated by I_ro (AUROC, either side)", "value": max(auroc, 1.0 - auroc)}
+
     def _share_orientation(self) -> None:
         """Rank 0 decides the orientation; under DDP every rank takes it."""
         if self.world_size == 1:
