@@ -318,12 +318,8 @@ class ASCNetTrainer(AutoUADTrainer):
 
     def orient(self) -> dict:
         """Decide whether this fold's map is I_ro or 1 - I_ro (M's ``inverted``); logs and returns the figures."""
-        main = self.networks["M"]
-        main.inverted.fill_(0.0)
-        reference, inputs = (self.sampled_map_and_input_values(pool, self.orientation_slices)
-                             for pool in (self.reference, self.inputs))
-        figures = orientation_figures(*reference, *inputs, expected_above=self.plans.threshold.peak != "leftmost")
-        main.inverted.fill_(float(figures["inverted"]))
+        figures = self.raw_orientation_figures(self.orientation_slices)
+        self.networks["M"].inverted.fill_(float(figures["inverted"]))
         self.log.event(self.position["step"], "orientation", major=True, **figures)
         evidence = (f"{figures['input_outliers']:.1%} of I_in's inputs beyond R_d's on the {figures['expected_side']} "
                     f"side, ranked by I_ro at AUROC {figures['input_outliers_auroc']:.3f}"
@@ -345,19 +341,23 @@ class ASCNetTrainer(AutoUADTrainer):
         the orientation is decided afterwards on the kept networks: I_ro's clusters can swap sides
         while training (docs/results.md, ASC-Net's BraTS-6 curves). None where the input has no
         outliers to separate (the tails rule decides the orientation then)."""
-        main = self.networks["M"]
-        inverted = main.inverted.clone()
-        main.inverted.fill_(0.0)  # raw I_ro
-        try:
-            reference, inputs = [self.sampled_map_and_input_values(pool, self.proxy_orientation_slices)
-                                 for pool in (self.reference, self.inputs)]
-        finally:
-            main.inverted.copy_(inverted)
-        figures = orientation_figures(*reference, *inputs, expected_above=self.plans.threshold.peak != "leftmost")
-        auroc = figures["input_outliers_auroc"]
+        auroc = self.raw_orientation_figures(self.proxy_orientation_slices)["input_outliers_auroc"]
         if auroc is None:
             return None
         return {"metric": "input outliers separated by I_ro (AUROC, either side)", "value": max(auroc, 1.0 - auroc)}
+
+    def raw_orientation_figures(self, max_slices: int) -> dict:
+        """``orientation_figures`` of raw I_ro on up to ``max_slices`` slices of R_d and of I_in, for
+        the orientation and for the proxy; M's ``inverted`` is left as it was."""
+        main = self.networks["M"]
+        inverted = main.inverted.clone()
+        main.inverted.fill_(0.0)
+        try:
+            reference, inputs = [self.sampled_map_and_input_values(pool, max_slices)
+                                 for pool in (self.reference, self.inputs)]
+        finally:
+            main.inverted.copy_(inverted)
+        return orientation_figures(*reference, *inputs, expected_above=self.plans.threshold.peak != "leftmost")
 
     def _share_orientation(self) -> None:
         """Rank 0 decides the orientation; under DDP every rank takes it."""
