@@ -317,7 +317,8 @@ def test_the_label_free_proxy_scores_a_point_by_its_separation_of_the_inputs_out
     """keep_checkpoint=best_proxy for ASC-Net: a curve point scores max(AUROC, 1 - AUROC) of I_in's
     input outliers under raw I_ro, so a map with the lesions in its dark cluster scores as high as
     one with them in its bright cluster, and a map that separates nothing scores 0.5; the fold's
-    orientation is left as it was; without input outliers there is no value."""
+    orientation and polarity gate are left as they were (and off while it samples raw I_ro);
+    without input outliers there is no value."""
     trainer = trainer_factory()
     rng = np.random.default_rng(2)
     n = 20000
@@ -327,13 +328,14 @@ def test_the_label_free_proxy_scores_a_point_by_its_separation_of_the_inputs_out
     background = rng.uniform(0.2, 0.8, n)
     main = trainer.networks["M"]
     main.inverted.fill_(1.0)
+    main.set_polarity_gate(0.5, 0.4)
     seen = []
 
     def sampled(maps, input_values):
         values = iter([reference, (maps, input_values)])
 
         def fake(pool, max_slices):
-            seen.append((max_slices, main.inverted.item()))
+            seen.append((max_slices, main.inverted.item(), main.polarity_gate[0].item() == 0.0))
             return next(values)
         return fake
 
@@ -342,8 +344,9 @@ def test_the_label_free_proxy_scores_a_point_by_its_separation_of_the_inputs_out
         monkeypatch.setattr(trainer, "sampled_map_and_input_values", sampled(maps, inputs))
         quality = trainer.proxy_quality()
         assert quality["value"] == pytest.approx(expected, abs=0.02), lesion_map
-        assert main.inverted.item() == 1.0
-    assert seen and all(m == trainer.proxy_orientation_slices and inverted == 0.0 for m, inverted in seen)
+        assert main.inverted.item() == 1.0 and main.polarity_gate.tolist() == pytest.approx([1.0, 0.5, 0.4])
+    assert seen and all(m == trainer.proxy_orientation_slices and inverted == 0.0 and ungated
+                        for m, inverted, ungated in seen)
     monkeypatch.setattr(trainer, "sampled_map_and_input_values", sampled(background, rng.uniform(-1.0, 1.0, n)))
     assert trainer.proxy_quality() is None
 
@@ -409,7 +412,11 @@ def test_a_fold_whose_anomalies_fell_into_the_dark_cluster_maps_one_minus_i_ro(t
         assert figures["inverted"] is inverted and main.inverted.item() == float(inverted)
         assert figures["decided_by"] == "input_outliers"
         expected = 1 - raw if inverted else raw
-        torch.testing.assert_close(trainer.predict_anomaly_map_eval(slices), expected)
+        # the polarity gate's levels: R_d's medians of the input and of the oriented map
+        map_median = np.median(reference[0])
+        assert main.polarity_gate.tolist() == pytest.approx(
+            [1.0, np.median(reference[1]), 1 - map_median if inverted else map_median], abs=1e-4)
+        torch.testing.assert_close(trainer.predict_anomaly_map_eval(slices), main.gated(expected, slices[:, 0], True))
         assert trainer.log.events[-1]["event"] == "orientation"
     # the real sampling: I_ro and the input at the same pixels, inside the ROI
     monkeypatch.delattr(trainer, "sampled_map_and_input_values")
@@ -423,6 +430,27 @@ def test_a_fold_whose_anomalies_fell_into_the_dark_cluster_maps_one_minus_i_ro(t
     fresh = ASCNetMain(**trainer.network_kwargs())
     fresh.load_state_dict(saved)
     assert fresh.inverted.item() == 1.0
-    older = {k: v for k, v in saved.items() if k != "inverted"}
+    older = {k: v for k, v in saved.items() if k not in ("inverted", "polarity_gate")}
     fresh.load_state_dict(older)
-    assert fresh.inverted.item() == 0.0
+    assert fresh.inverted.item() == 0.0 and fresh.polarity_gate[0].item() == 0.0
+
+
+def test_the_polarity_gate_keeps_pixels_on_the_non_anomalous_side_of_the_input_at_the_normal_level():
+    """Where the input lies on the non-anomalous side of R_d's input median, the map is at most R_d's
+    map median (at least, for dark lesions); elsewhere, and while the levels are unset (older
+    weights, a fold still training), the map is untouched. The polarity gate keeps the darkest
+    pixels, which an unseparated map can rate above the lesions, below the lesions' values."""
+    main = ASCNetMain()
+    anomaly_map = torch.tensor([0.9, 0.9, 0.2, 0.2, 0.7])
+    inputs = torch.tensor([0.05, 0.8, 0.05, 0.8, 0.45])   # a dark rim, a bright lesion, ..., the median itself
+    assert torch.equal(main.gated(anomaly_map, inputs, True), anomaly_map)  # no levels: no gate
+    main.set_polarity_gate(0.45, 0.5)
+    torch.testing.assert_close(main.gated(anomaly_map, inputs, True), torch.tensor([0.5, 0.9, 0.2, 0.2, 0.5]))
+    # dark lesions: the anomalies are the map's low end, and pixels brighter than the median cannot be one
+    torch.testing.assert_close(main.gated(anomaly_map, inputs, False), torch.tensor([0.9, 0.9, 0.2, 0.5, 0.7]))
+    # the levels travel with M's weights
+    fresh = ASCNetMain()
+    fresh.load_state_dict(state(main))
+    assert fresh.polarity_gate.tolist() == pytest.approx([1.0, 0.45, 0.5])
+    main.set_polarity_gate(None)
+    assert torch.equal(main.gated(anomaly_map, inputs, True), anomaly_map)

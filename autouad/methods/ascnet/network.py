@@ -86,8 +86,10 @@ class ASCDecoder(nn.Module):
 
 
 def default_orientation(state_dict: dict, prefix: str, *args) -> None:
-    """Weights saved before M carried its orientation were never inverted."""
+    """Weights saved before M carried its orientation were never inverted, and those saved before
+    its polarity gate were never gated."""
     state_dict.setdefault(prefix + "inverted", torch.zeros(()))
+    state_dict.setdefault(prefix + "polarity_gate", torch.zeros(3))
 
 
 class ASCNetMain(nn.Module):
@@ -96,7 +98,11 @@ class ASCNetMain(nn.Module):
     ``inverted`` (a buffer, 0 or 1; not part of the paper's network) records whether the trained
     fold's anomaly map is 1 - I_ro instead of I_ro: decided once at the end of training from the
     training data (autouad.methods.ascnet.trainer, "Orientation"), saved with the weights so that
-    every copy of the model predicts alike. ``oriented`` applies it; ``forward`` is the paper's."""
+    every copy of the model predicts alike. ``oriented`` applies it; ``forward`` is the paper's.
+
+    ``polarity_gate`` (a buffer: on (0 or 1), input level, map level; off until set; not part of the
+    paper's network either) is set with the orientation from R_d's medians of the input and of the
+    oriented map (trainer docstring, "Polarity gate"); ``gated`` applies it."""
 
     def __init__(self, in_channels: int = 1, features=(32, 64, 128, 256), transition: int = 512,
                  dropout: float = 0.3):
@@ -106,11 +112,32 @@ class ASCNetMain(nn.Module):
         self.wild_cut = ASCDecoder(in_channels, features, transition, dropout)
         self.reconstructor = nn.Conv2d(2 * in_channels, in_channels, 1)
         self.register_buffer("inverted", torch.zeros(()))
+        self.register_buffer("polarity_gate", torch.zeros(3))
         self._register_load_state_dict_pre_hook(default_orientation)
 
     def oriented(self, i_ro: torch.Tensor) -> torch.Tensor:
         """I_ro, or 1 - I_ro where the fold's anomalies fell into its dark cluster."""
         return i_ro + self.inverted.to(i_ro.dtype) * (1 - 2 * i_ro)
+
+    def gated(self, anomaly_map: torch.Tensor, inputs: torch.Tensor, anomalies_above: bool) -> torch.Tensor:
+        """The oriented map where ``inputs`` (the map's channel of the input) lie on the anomalous side
+        of the gate's input level; elsewhere at most its map level (at least, where the anomalies are
+        the map's low end), so that such pixels join the normal tissue's values instead of
+        outranking the lesions. Unchanged while the gate is off."""
+        on, input_level, map_level = self.polarity_gate.tolist()
+        if not on:
+            return anomaly_map
+        level = torch.tensor(map_level, dtype=anomaly_map.dtype, device=anomaly_map.device)
+        if anomalies_above:
+            return torch.where(inputs <= input_level, torch.minimum(anomaly_map, level), anomaly_map)
+        return torch.where(inputs >= input_level, torch.maximum(anomaly_map, level), anomaly_map)
+
+    def set_polarity_gate(self, input_level: float | None, map_level: float | None = None) -> None:
+        """Turn the gate on at these levels, or off (``input_level`` None)."""
+        if input_level is None:
+            self.polarity_gate.zero_()
+        else:
+            self.polarity_gate.copy_(torch.tensor([1.0, input_level, map_level]))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         bottom, skips = self.encoder(x)

@@ -72,6 +72,20 @@ inside the ROI (``orientation_figures``):
 The map is M's ``inverted`` buffer, saved with its weights. On BraTS-6 at the `fast` budget both
 folds' I_ro ranked the tumour below chance before any orientation (pooled AUROC 0.18;
 docs/results.md). The figures are logged as an ``orientation`` event. No mask or label is read.
+
+Polarity gate (autouad's, label-free; ``polarity_gate``): with the orientation, M keeps R_d's
+median of the input (on the map's channel) and of the oriented map. A pixel whose input lies on
+the non-anomalous side of that input median (darker than the reference tissue's median, for bright
+FLAIR lesions) gets at most the map's median (at least, for dark lesions): a lesion of the plans'
+polarity cannot be darker than the normal tissue's median, which is the knowledge the paper's
+threshold already uses when it takes the rightmost peak for bright lesions and inverts the image
+for dark ones. Why: before its clusters separate, as at a CPU budget, ASC-Net's map also rates the
+darkest pixels high, thin rims at the brain's border (FLAIR about 0.03-0.10 against a brain median
+of 0.42-0.47), and a label-free cut at the 99th percentile of the normal slices then lands in that
+rim above the whole tumour (BraTS-6, 2026-12-07: two of four folds flagged nothing, at pixel AUROC
+0.86 and 0.92; docs/results.md). The gate changes no pixel whose input is brighter than the
+median, so it cannot lift a pixel or reorder the bright ones; it is set after the orientation and
+applies to prediction and calibration, not to the orientation's or the proxy's evidence (raw I_ro).
 """
 from __future__ import annotations
 
@@ -102,6 +116,8 @@ class ASCNetTrainer(AutoUADTrainer):
     # build_phases turns epochs into iterations itself: 1.35 epochs is 1.35 passes over the pool
     fractional_budget_keys = ("epochs_per_step",)
     histogram_range = (0.0, 1.0)
+    # the polarity gate (module docstring); False keeps the oriented I_ro as it is
+    polarity_gate = True
 
     # ---- data ------------------------------------------------------------------------------------
     def held_out_patients(self) -> set[str]:
@@ -316,10 +332,20 @@ class ASCNetTrainer(AutoUADTrainer):
     # ---- orientation (see the module docstring) ---------------------------------------------------
     orientation_slices = 256
 
+    @property
+    def anomalies_above(self) -> bool:
+        """The plans' anomalous side of the input and of the map (the fingerprint's polarity)."""
+        return self.plans.threshold.peak != "leftmost"
+
     def orient(self) -> dict:
-        """Decide whether this fold's map is I_ro or 1 - I_ro (M's ``inverted``); logs and returns the figures."""
+        """Decide whether this fold's map is I_ro or 1 - I_ro (M's ``inverted``) and set the polarity
+        gate's levels; logs and returns the figures."""
         figures = self.raw_orientation_figures(self.orientation_slices)
-        self.networks["M"].inverted.fill_(float(figures["inverted"]))
+        main = self.networks["M"]
+        main.inverted.fill_(float(figures["inverted"]))
+        map_median = figures["reference_map_median"]
+        main.set_polarity_gate(figures["reference_input_median"] if self.polarity_gate else None,
+                               1.0 - map_median if figures["inverted"] else map_median)
         self.log.event(self.position["step"], "orientation", major=True, **figures)
         evidence = (f"{figures['input_outliers']:.1%} of I_in's inputs beyond R_d's on the {figures['expected_side']} "
                     f"side, ranked by I_ro at AUROC {figures['input_outliers_auroc']:.3f}"
@@ -347,26 +373,32 @@ class ASCNetTrainer(AutoUADTrainer):
         return {"metric": "input outliers separated by I_ro (AUROC, either side)", "value": max(auroc, 1.0 - auroc)}
 
     def raw_orientation_figures(self, max_slices: int) -> dict:
-        """``orientation_figures`` of raw I_ro on up to ``max_slices`` slices of R_d and of I_in, for
-        the orientation and for the proxy; M's ``inverted`` is left as it was."""
+        """``orientation_figures`` of raw I_ro (neither oriented nor gated) on up to ``max_slices``
+        slices of R_d and of I_in, for the orientation and for the proxy; M's ``inverted`` and gate
+        are left as they were."""
         main = self.networks["M"]
-        inverted = main.inverted.clone()
+        kept = [buffer.clone() for buffer in (main.inverted, main.polarity_gate)]
         main.inverted.fill_(0.0)
+        main.set_polarity_gate(None)
         try:
             reference, inputs = [self.sampled_map_and_input_values(pool, max_slices)
                                  for pool in (self.reference, self.inputs)]
         finally:
-            main.inverted.copy_(inverted)
-        return orientation_figures(*reference, *inputs, expected_above=self.plans.threshold.peak != "leftmost")
+            main.inverted.copy_(kept[0])
+            main.polarity_gate.copy_(kept[1])
+        return orientation_figures(*reference, *inputs, expected_above=self.anomalies_above)
 
     def _share_orientation(self) -> None:
-        """Rank 0 decides the orientation; under DDP every rank takes it."""
+        """Rank 0 decides the orientation and the gate; under DDP every rank takes them."""
         if self.world_size == 1:
             return
         import torch.distributed as dist
-        flag = self.networks["M"].inverted.detach().clone().to(self._collective_device())
-        dist.broadcast(flag, 0)
-        self.networks["M"].inverted.fill_(float(flag.item()))
+        main = self.networks["M"]
+        decided = torch.cat([main.inverted.detach().reshape(1), main.polarity_gate.detach()]).float()
+        decided = decided.to(self._collective_device())
+        dist.broadcast(decided, 0)
+        main.inverted.fill_(decided[0].item())
+        main.polarity_gate.copy_(decided[1:].cpu())
 
     def _share_skips(self) -> None:
         """Rank 0 decides the stopping rule; under DDP every rank must skip the same phases."""
@@ -381,9 +413,11 @@ class ASCNetTrainer(AutoUADTrainer):
 
     # ---- inference -------------------------------------------------------------------------------
     def predict_anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
-        """I_ro; with several input channels the one the planner's threshold reads (the most contrasted)."""
+        """I_ro, oriented and gated (module docstring); with several input channels the one the
+        planner's threshold reads (the most contrasted)."""
         main = self.networks["M"]
-        return main.oriented(main(images)[2][:, self.plans.threshold.channel or 0])
+        channel = self.plans.threshold.channel or 0
+        return main.gated(main.oriented(main(images)[2][:, channel]), images[:, channel], self.anomalies_above)
 
 
 def orientation_figures(reference_maps: np.ndarray, reference_inputs: np.ndarray, input_maps: np.ndarray,
@@ -399,6 +433,9 @@ def orientation_figures(reference_maps: np.ndarray, reference_inputs: np.ndarray
     low, high = np.percentile(reference_maps, [100 * ORIENTATION_TAIL, 100 * (1 - ORIENTATION_TAIL)])
     above, below = float(np.mean(input_maps > high)), float(np.mean(input_maps < low))
     figures = {"input_outliers": round(outlier_share, 4), "input_outliers_auroc": None,
+               # the polarity gate's levels (R_d's medians of the input and of raw I_ro)
+               "reference_input_median": round(float(np.median(reference_inputs)), 4),
+               "reference_map_median": round(float(np.median(reference_maps)), 4),
                "inputs_above_reference_p99": round(above, 4), "inputs_below_reference_p1": round(below, 4),
                "expected_side": "above" if expected_above else "below"}
     if outlier_share >= 2 * ORIENTATION_TAIL and not outliers.all():
