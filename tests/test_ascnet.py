@@ -418,6 +418,12 @@ def test_a_fold_whose_anomalies_fell_into_the_dark_cluster_maps_one_minus_i_ro(t
             [1.0, np.median(reference[1]), 1 - map_median if inverted else map_median], abs=1e-4)
         torch.testing.assert_close(trainer.predict_anomaly_map_eval(slices), main.gated(expected, slices[:, 0], True))
         assert trainer.log.events[-1]["event"] == "orientation"
+    # without input outliers the map's tails decide, and the gate stays off (the lesions need not
+    # lie beyond the tissue's median: pneumonia in an X-ray's dark lung fields)
+    values = iter([reference, (dark_lesion[0], rng.normal(0.0, 1.0, 20000))])
+    monkeypatch.setattr(trainer, "sampled_map_and_input_values", lambda pool, max_slices: next(values))
+    figures = trainer.orient()
+    assert figures["decided_by"] == "map_tails" and main.polarity_gate[0].item() == 0.0
     # the real sampling: I_ro and the input at the same pixels, inside the ROI
     monkeypatch.delattr(trainer, "sampled_map_and_input_values")
     maps, inputs = trainer.sampled_map_and_input_values(trainer.inputs, 4)

@@ -73,14 +73,18 @@ The map is M's ``inverted`` buffer, saved with its weights. On BraTS-6 at the `f
 folds' I_ro ranked the tumour below chance before any orientation (pooled AUROC 0.18;
 docs/results.md). The figures are logged as an ``orientation`` event. No mask or label is read.
 
-Polarity gate (autouad's, label-free; ``polarity_gate``): with the orientation, M keeps R_d's
-median of the input (on the map's channel) and of the oriented map. A pixel whose input lies on
-the non-anomalous side of that input median (darker than the reference tissue's median, for bright
-FLAIR lesions) gets at most the map's median (at least, for dark lesions): a lesion of the plans'
-polarity cannot be darker than the normal tissue's median, which is the knowledge the paper's
-threshold already uses when it takes the rightmost peak for bright lesions and inverts the image
-for dark ones. Why: before its clusters separate, as at a CPU budget, ASC-Net's map also rates the
-darkest pixels high, thin rims at the brain's border (FLAIR about 0.03-0.10 against a brain median
+Polarity gate (autouad's, label-free; ``polarity_gate``): where the orientation was decided by
+the input's own outliers, M also keeps R_d's median of the input (on the map's channel) and of the
+oriented map. A pixel whose input lies on the non-anomalous side of that input median (darker than
+the reference tissue's median, for bright FLAIR lesions) gets at most the map's median (at least,
+for dark lesions): where the lesions leave R_d's input range on the plans' side, a pixel on the
+other side of the tissue's median cannot be one, which is the knowledge the paper's threshold
+already uses when it takes the rightmost peak for bright lesions and inverts the image for dark
+ones. Where the input has no such outliers (the Kermany X-rays: 0.4 % of I_in's pixels), the
+lesions need not lie beyond the median (pneumonia's opacity lies in the lung fields, the darkest
+part of a chest X-ray), and the gate stays off.
+Why: before its clusters separate, as at a CPU budget, ASC-Net's map also rates the darkest
+pixels high, thin rims at the brain's border (FLAIR about 0.03-0.10 against a brain median
 of 0.42-0.47), and a label-free cut at the 99th percentile of the normal slices then lands in that
 rim above the whole tumour (BraTS-6, 2026-12-07: two of four folds flagged nothing, at pixel AUROC
 0.86 and 0.92; docs/results.md). The gate changes no pixel whose input is brighter than the
@@ -344,7 +348,8 @@ class ASCNetTrainer(AutoUADTrainer):
         main = self.networks["M"]
         main.inverted.fill_(float(figures["inverted"]))
         map_median = figures["reference_map_median"]
-        main.set_polarity_gate(figures["reference_input_median"] if self.polarity_gate else None,
+        gate = self.polarity_gate and figures["decided_by"] == "input_outliers"
+        main.set_polarity_gate(figures["reference_input_median"] if gate else None,
                                1.0 - map_median if figures["inverted"] else map_median)
         self.log.event(self.position["step"], "orientation", major=True, **figures)
         evidence = (f"{figures['input_outliers']:.1%} of I_in's inputs beyond R_d's on the {figures['expected_side']} "
