@@ -41,7 +41,9 @@ def reference_medians(model, data_folder: Path, cases: list, maps: list, names: 
     return float(np.median(np.concatenate(inputs))), float(np.median(np.concatenate(values)))
 
 
-def scored_row(work: Path, gate: bool) -> dict:
+def scored_rows(work: Path) -> dict[str, dict]:
+    """{"gate_off": row, "gate_on": row}. Each fold's model is loaded once, and its training patients'
+    maps without the gate serve both its gate-off cut and the gate's levels."""
     from autouad.calibration.thresholds import calibrate
     from autouad.evaluation.evaluator import evaluate_folders
     from autouad.inference.predictor import AnomalyPredictor
@@ -50,27 +52,29 @@ def scored_row(work: Path, gate: bool) -> dict:
 
     raw = dataset_folder(work / "raw", BRATS["id"])
     models = model_folder(work, BRATS["id"], "ascnet")
-    parts, levels = [], {}
+    parts, levels = {"off": [], "on": []}, {}
     for fold in (0, 1):
         split = fold_split(work, BRATS["id"], fold)
         model = AnomalyModel.load(models / f"fold_{fold}")
         main = model.trainer.networks["M"]
-        main.set_polarity_gate(None)
         data_folder = dataset_folder(work / "preprocessed", BRATS["id"]) / model.plans.preprocessing.data_folder
         cases = [load_preprocessed_case(data_folder, name, model.dataset.modality) for name in split["train"]]
-        maps = [model.anomaly_maps(case.data) for case in cases]
-        if gate:
-            levels[fold] = reference_medians(model, data_folder, cases, maps, split["train"])
-            main.set_polarity_gate(*levels[fold])
+        for gate in ("off", "on"):
+            main.set_polarity_gate(*(levels[fold] if gate == "on" else (None,)))
             maps = [model.anomaly_maps(case.data) for case in cases]
-        model.threshold = calibrate(model.plans.threshold, list(zip(cases, maps)), model.trainer.histogram_range)
-        out = work / "predictions" / "brats" / f"ascnet_gate_{'on' if gate else 'off'}" / f"fold_{fold}"
-        AnomalyPredictor([model], source=models).predict_cases(input_cases(raw, split["val"]), out, save_maps=True)
-        parts.append(out)
-    merged = merge_predictions(parts, parts[0].parent / "cross_validation")
-    summary = evaluate_folders(raw / "masksTr", merged)
-    return {**pixel_row(summary), "per_case_dice": {k: round(v["dice"], 4) for k, v in summary["cases"].items()},
-            "gate_levels": {str(f): {"input": round(a, 4), "map": round(b, 4)} for f, (a, b) in levels.items()}}
+            if gate == "off":
+                levels[fold] = reference_medians(model, data_folder, cases, maps, split["train"])
+            model.threshold = calibrate(model.plans.threshold, list(zip(cases, maps)), model.trainer.histogram_range)
+            out = work / "predictions" / "brats" / f"ascnet_gate_{gate}" / f"fold_{fold}"
+            AnomalyPredictor([model], source=models).predict_cases(input_cases(raw, split["val"]), out, save_maps=True)
+            parts[gate].append(out)
+    rows = {}
+    for gate, folders in parts.items():
+        summary = evaluate_folders(raw / "masksTr", merge_predictions(folders, folders[0].parent / "cross_validation"))
+        rows[f"gate_{gate}"] = {**pixel_row(summary),
+                                "per_case_dice": {k: round(v["dice"], 4) for k, v in summary["cases"].items()}}
+    rows["gate_on"]["gate_levels"] = {str(f): {"input": round(a, 4), "map": round(b, 4)} for f, (a, b) in levels.items()}
+    return rows
 
 
 def main() -> None:
@@ -81,10 +85,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     output = args.output or args.work / "ascnet_gate.json"
-    rows = {}
-    for gate in (False, True):
-        rows["gate_on" if gate else "gate_off"] = row = scored_row(args.work, gate)
-        print(f"gate {'on ' if gate else 'off'}: Dice {row['dice'][0]:.3f} +- {row['dice'][1]:.3f}, "
+    rows = scored_rows(args.work)
+    for name, row in rows.items():
+        print(f"{name}: Dice {row['dice'][0]:.3f} +- {row['dice'][1]:.3f}, "
               f"pooled AUROC {row['pooled_auroc']:.3f}, best-possible Dice {row['best_possible_dice']:.3f}")
     save_json(rows, output, indent=1)
     print(f"written to {output}; reproduce: python benchmarks/ascnet_gate.py --work {args.work}")

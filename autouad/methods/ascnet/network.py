@@ -123,14 +123,13 @@ class ASCNetMain(nn.Module):
         """The oriented map where ``inputs`` (the map's channel of the input) lie on the anomalous side
         of the gate's input level; elsewhere at most its map level (at least, where the anomalies are
         the map's low end), so that such pixels join the normal tissue's values instead of
-        outranking the lesions. Unchanged while the gate is off."""
-        on, input_level, map_level = self.polarity_gate.tolist()
-        if not on:
-            return anomaly_map
-        level = torch.tensor(map_level, dtype=anomaly_map.dtype, device=anomaly_map.device)
+        outranking the lesions. Unchanged while the gate is off. Tensor operations only, as
+        ``oriented``: no reading of the buffer on the host for every batch."""
+        on, input_level, map_level = self.polarity_gate.unbind()
+        level = map_level.to(anomaly_map.dtype)
         if anomalies_above:
-            return torch.where(inputs <= input_level, torch.minimum(anomaly_map, level), anomaly_map)
-        return torch.where(inputs >= input_level, torch.maximum(anomaly_map, level), anomaly_map)
+            return torch.where((on > 0) & (inputs <= input_level), torch.minimum(anomaly_map, level), anomaly_map)
+        return torch.where((on > 0) & (inputs >= input_level), torch.maximum(anomaly_map, level), anomaly_map)
 
     def set_polarity_gate(self, input_level: float | None, map_level: float | None = None) -> None:
         """Turn the gate on at these levels, or off (``input_level`` None)."""
