@@ -419,7 +419,7 @@ class Results:
 
     def __init__(self, path: Path, schedule: str, folds: list[int], machine: str, settings: dict | None = None):
         self.path, self.machine, self.settings = path, machine, settings or {}
-        self.data = {"schedule": schedule, "folds": folds, "brats": {}, "kermany": {}}
+        self.data = {"schedule": schedule, "folds": folds, "brats": {}, "kermany": {}, "commands": []}
         if path.is_file():
             old = json.loads(path.read_text(encoding="utf-8"))
             if (old.get("schedule"), old.get("folds")) != (schedule, folds):
@@ -427,6 +427,16 @@ class Results:
                                  f"{old.get('folds')}, not {schedule} {folds}; choose another --results")
             for dataset in ("brats", "kermany"):
                 self.data[dataset].update(old.get(dataset) or {})
+            self.data["commands"] = old.get("commands") or []
+
+    def record_command(self, args, started: float, minutes: float) -> None:
+        """The whole command's wall time beside its rows: a run of many hours is judged by it (a
+        resumed command counts only what it did; the rows it reused keep their own times)."""
+        self.data["commands"].append({
+            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)), "minutes": round(minutes, 1),
+            "datasets": args.datasets, "methods": args.methods, "settings": self.settings,
+            "machine": self.machine})
+        self.save()
 
     def record(self, dataset: str, name: str, row: dict) -> None:
         from autouad.evaluation.metrics import undefined_to_none
@@ -487,6 +497,9 @@ def markdown(result: dict) -> str:
         if chosen:
             lines += [f"`auto` predicted with `{chosen}`, chosen by find_best_configuration on the trained folds' "
                       f"validation images.", ""]
+    for c in result.get("commands") or []:
+        lines.append(f"- {c['started']}: {' '.join(c['datasets'])}, {' '.join(c['methods'])}"
+                     + (f", --set {c['settings']}" if c["settings"] else "") + f": {c['minutes']} min")
     return "\n".join(lines).rstrip("\n")
 
 
@@ -517,7 +530,7 @@ def main(argv=None) -> int:
                + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU only"))
     results = Results((args.results or work / "quality.json").resolve(), args.schedule, args.folds, machine,
                       args.settings)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     for name, spec, run in (("brats", BRATS, brats), ("kermany", KERMANY, kermany)):
         if name not in args.datasets:
             continue
@@ -525,9 +538,10 @@ def main(argv=None) -> int:
             print(f"skipping {name}: {spec['source']} not found", file=sys.stderr)
             continue
         run(args, work, results)
-    results.save()
+    minutes = (time.perf_counter() - start) / 60
+    results.record_command(args, started, minutes)
     print(markdown(results.data))
-    print(f"\n{(time.perf_counter() - start) / 60:.1f} min; written to {results.path} and "
+    print(f"\n{minutes:.1f} min; written to {results.path} and "
           f"{results.path.with_suffix('.md')}")
     return 0
 

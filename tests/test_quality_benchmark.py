@@ -156,3 +156,18 @@ def test_a_one_fold_run_skips_the_brats_auto_row_instead_of_recording_an_error(t
     results = quality.Results(tmp_path / "two.json", "fast", [0, 1], "machine A")
     quality.record_brats_auto(Namespace(folds=[0, 1]), tmp_path, results)
     assert tuple(results.data["brats"][quality.AUTO]["dice"]) == (0.8, 0.1)
+
+
+def test_each_command_records_its_whole_wall_time_beside_the_rows(tmp_path):
+    """A run of many hours is judged by its whole wall time: each command appends its own, and a
+    later command on the same results file keeps the earlier ones."""
+    path = tmp_path / "quality.json"
+    args = quality.argparse.Namespace(datasets=["brats", "kermany"], methods=["vae", "caae"])
+    quality.Results(path, "fast", [0, 1], "machine A").record_command(args, 0.0, 331.04)
+    later = quality.Results(path, "fast", [0, 1], "machine B", {"budget_minutes": 4})
+    later.record_command(quality.argparse.Namespace(datasets=["kermany"], methods=["vae"]), 0.0, 12.0)
+    saved = json.loads(path.read_text())
+    assert [(c["minutes"], c["datasets"], c["machine"], c["settings"]) for c in saved["commands"]] == [
+        (331.0, ["brats", "kermany"], "machine A", {}), (12.0, ["kermany"], "machine B", {"budget_minutes": 4})]
+    table = path.with_suffix(".md").read_text()
+    assert ": brats kermany, vae caae: 331.0 min" in table and "--set {'budget_minutes': 4}: 12.0 min" in table
