@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.proxy_correlation import spearman  # noqa: E402
 
 
 def fold_rows(repeats: dict) -> list[dict]:
@@ -52,8 +55,6 @@ def best_of_two(rows: list[dict], key: str) -> dict[int, dict]:
 
 
 def main(argv=None) -> int:
-    from scipy.stats import spearmanr
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=Path, default=REPO / "benchmarks/results/ascnet_fast_repeats.json")
     args = parser.parse_args(argv)
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
               f"| {r['best_possible_dice']:.3f} |")
     separation = [r["separation"] for r in rows]
     for key in ("pixel_auroc", "best_possible_dice"):
-        rho = spearmanr(separation, [r[key] for r in rows]).statistic
+        rho = spearman(separation, [r[key] for r in rows])
         print(f"\nSpearman rank correlation, separation against {key}: {rho:.3f} ({len(rows)} folds)")
     for fold, figures in best_of_two(rows, "best_possible_dice").items():
         print(f"fold {fold} ({figures['runs']} runs), best-possible Dice: one run {figures['one_run']:.3f}, "
