@@ -460,3 +460,81 @@ def test_the_polarity_gate_keeps_pixels_on_the_non_anomalous_side_of_the_input_a
     assert fresh.polarity_gate.tolist() == pytest.approx([1.0, 0.45, 0.5])
     main.set_polarity_gate(None)
     assert torch.equal(main.gated(anomaly_map, inputs, True), anomaly_map)
+
+
+# ---- restarts ------------------------------------------------------------------------------------------
+@pytest.fixture
+def lifted_outliers(monkeypatch):
+    """The demo's lesions are too few for input outliers (under 2 % of I_in's pixels): lift I_in's
+    brightest 5 % of the input beyond R_d's range wherever the trainer samples the input."""
+    real_inputs = ASCNetTrainer.sampled_input_values
+    real_both = ASCNetTrainer.sampled_map_and_input_values
+
+    def lift(trainer, pool, inputs):
+        return np.where(inputs > np.percentile(inputs, 95), inputs + 10.0, inputs) if pool is trainer.inputs else inputs
+
+    monkeypatch.setattr(ASCNetTrainer, "sampled_input_values",
+                        lambda self, pool, n: lift(self, pool, real_inputs(self, pool, n)))
+
+    def both(self, pool, n):
+        maps, inputs = real_both(self, pool, n)
+        return maps, lift(self, pool, inputs)
+    monkeypatch.setattr(ASCNetTrainer, "sampled_map_and_input_values", both)
+
+
+@pytest.mark.parametrize("separation_auroc,kept", [({1: 0.9, 2: 0.6}, 1), ({1: 0.55, 2: 0.2}, 2)])
+def test_restarts_train_from_fresh_weights_and_keep_the_restart_whose_outliers_separate_most(
+        trainer_factory, lifted_outliers, monkeypatch, separation_auroc, kept):
+    """restarts=2: the stages run twice, the second from a new initialisation; at each restart's end
+    the separation |AUROC - 0.5| of I_in's input outliers under raw I_ro is recorded, and the
+    restart with the larger one (a flipped map counts as much as an upright one) stands for the
+    fold, oriented on its own networks; its record and networks are saved for a resume."""
+    trainer = trainer_factory({"restarts": 2, "stage1_cycles": 1, "stage2_cycles": 1, "max_iterations_per_step": 2})
+    assert [p.name for p in trainer.phases][:2] == ["restart1/stage1/cycle1/discriminator", "restart1/stage1/cycle1/main"]
+    assert [p.restart for p in trainer.phases] == [1] * 4 + [2] * 4
+    real_figures = trainer.raw_orientation_figures
+    networks_at_end = {}
+
+    def figures(max_slices):
+        restart = trainer.phases[min(trainer.position["phase"], len(trainer.phases) - 1)].restart
+        networks_at_end.setdefault(restart, state(trainer.networks["M"]))
+        auroc = separation_auroc[restart]
+        return {**real_figures(max_slices), "decided_by": "input_outliers", "input_outliers_auroc": auroc,
+                "inverted": auroc < 0.5}
+    monkeypatch.setattr(trainer, "raw_orientation_figures", figures)
+    first_init = state(trainer.networks["M"])
+    trainer.checkpoint_every = 10 ** 6
+    trainer.run_training()
+    records = [e for e in trainer.log.events if e["event"] == "restart"]
+    assert [(e["restart"], e["separation"]) for e in records] == \
+        [(r, pytest.approx(abs(separation_auroc[r] - 0.5))) for r in (1, 2)]
+    # the second restart started from fresh weights, not from the first one's or its initialisation
+    second_start = [e for e in trainer.log.entries if e["phase"].startswith("restart2/")]
+    assert second_start and not same(networks_at_end[1], networks_at_end[2]) and not same(first_init, networks_at_end[2])
+    kept_weights = {k: v for k, v in state(trainer.networks["M"]).items() if k not in ("inverted", "polarity_gate")}
+    assert same(kept_weights, networks_at_end[kept])
+    [orientation] = [e for e in trainer.log.events if e["event"] == "orientation"]
+    assert trainer.networks["M"].inverted.item() == float(separation_auroc[kept] < 0.5) == float(orientation["inverted"])
+    saved = torch.load(trainer.output_folder / "checkpoint_final.pt", weights_only=True)
+    assert set(saved["extra"]["restart_records"]) == {"1", "2"}
+    assert torch.load(trainer.output_folder / "checkpoint_best_restart.pt", weights_only=True)["record"]["restart"] == kept
+
+
+def test_the_stopping_rule_skips_only_its_own_restarts_cycles(trainer_factory, lifted_outliers, monkeypatch):
+    trainer = trainer_factory({"restarts": 2, "stage1_cycles": 2})
+    three_peaks = gaussian_counts([60, 120, 200], [5, 5, 5], [1, 1, 0.3]).astype(np.int64)
+    monkeypatch.setattr(trainer, "validation_histogram", lambda max_slices: three_peaks)
+    names = [p.name for p in trainer.phases]
+    index = names.index("restart1/stage1/cycle1/main")
+    trainer.on_phase_end(index, trainer.phases[index])
+    assert {names[i] for i in trainer.skipped_phases} == {"restart1/stage1/cycle2/discriminator",
+                                                         "restart1/stage1/cycle2/main"}
+
+
+def test_restarts_need_input_outliers_to_choose_by(trainer_factory):
+    """Without input outliers (the demo's unlifted inputs, as the Kermany X-rays) there is nothing to
+    choose a restart by: the fold trains the paper's single run and logs why."""
+    trainer = trainer_factory({"restarts": 3})
+    assert trainer.restart_count == 1 and not any(p.name.startswith("restart") for p in trainer.phases)
+    [event] = [e for e in trainer.log.events if e["event"] == "restarts"]
+    assert event["asked"] == 3 and event["used"] is False and event["input_outliers"] < 0.02

@@ -63,6 +63,8 @@ class Phase:
     iterations: int
     stage: int = 0
     cycle: int = 0
+    # which of a method's independent restarts of its schedule (ASC-Net's ``restarts``); 0: none
+    restart: int = 0
 
 
 def import_trainer(dotted: str) -> type:

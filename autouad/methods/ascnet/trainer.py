@@ -90,10 +90,27 @@ rim above the whole tumour (BraTS-6, 2026-12-07: two of four folds flagged nothi
 0.86 and 0.92; docs/results.md). The gate changes no pixel whose input is brighter than the
 median, so it cannot lift a pixel or reorder the bright ones; it is set after the orientation and
 applies to prediction and calibration, not to the orientation's or the proxy's evidence (raw I_ro).
+
+Restarts (autouad's, label-free; the schedule's ``restarts``, default 1; not in the papers): a
+fold's map at a CPU budget is good or weak by its initialisation (BraTS-6 `fast`, 17 folds of runs
+A-J: validation pixel AUROC 0.64-0.98 across runs of the same two folds and schedule), and the orientation's
+evidence tells which without a mask: how far I_in's input outliers sit from chance under raw I_ro,
+|AUROC - 0.5| (Spearman 0.87 against the pixel AUROC over those folds; docs/results.md). With
+``restarts`` = n the schedule's stages run n times from fresh weights (restart r seeds torch with
+``seed + 7919 (r - 1)``; the data streams run on), a budget giving each an n-th of it, the
+stopping rule acting within a restart; at each restart's end its separation is measured on
+``orientation_slices`` slices of R_d and of I_in, and the restart with the largest stands for the
+fold (its networks wait in checkpoint_best_restart.pt, so an interrupted run resumes) and is then
+oriented as above. The choice needs input outliers; where I_in has too few (the Kermany X-rays),
+the fold trains one run whatever ``restarts`` says, and logs why. The paper trains one run and
+stops it by eye; this is a selection among runs of the paper's schedule, as HealthyGAN's FID
+selection is among its iterations.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import time
 
 import numpy as np
 import torch
@@ -103,12 +120,17 @@ from autouad.evaluation.metrics import roc_auc
 from autouad.methods.ascnet.losses import discriminator_loss, fence_cut_loss, reconstruction_loss, wild_cut_loss
 from autouad.methods.ascnet.network import ASCDiscriminator, ASCNetMain
 from autouad.training.base_trainer import AutoUADTrainer, Phase
+from autouad.training.checkpoint import load_checkpoint, save_checkpoint
 from autouad.training.fold_data import SlicePool, TrainingError
 
 # Kinds of items in a discriminator batch.
 REFERENCE, INPUT_FENCE_CUT, REFERENCE_FENCE_CUT = 0, 1, 2
 # The orientation's tails: beyond R_d's 1st and 99th percentiles (module docstring, "Orientation").
 ORIENTATION_TAIL = 0.01
+# restarts > 1: the networks of the best restart so far (module docstring, "Restarts")
+CHECKPOINT_BEST_RESTART = "checkpoint_best_restart.pt"
+# restart r initialises its networks with torch seed ``seed + RESTART_SEED_STRIDE * (r - 1)``
+RESTART_SEED_STRIDE = 7919
 
 
 class ASCNetTrainer(AutoUADTrainer):
@@ -122,6 +144,11 @@ class ASCNetTrainer(AutoUADTrainer):
     histogram_range = (0.0, 1.0)
     # the polarity gate (module docstring); False keeps the oriented I_ro as it is
     polarity_gate = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # restarts > 1: each finished restart's figures, by restart number (a string: JSON keys)
+        self.restart_records: dict[str, dict] = {}
 
     # ---- data ------------------------------------------------------------------------------------
     def held_out_patients(self) -> set[str]:
@@ -186,15 +213,117 @@ class ASCNetTrainer(AutoUADTrainer):
             n = max(1, round(epochs * self.iterations_per_epoch(pool_size)))
             return min(n, int(cap)) if cap else n
 
+        restarts = self.restart_count
         phases = []
-        for stage in (1, 2):
-            d_iterations = iterations(len(self.discriminator_kinds[stage]))
-            for cycle in range(1, int(self.schedule[f"stage{stage}_cycles"]) + 1):
-                phases.append(Phase(f"stage{stage}/cycle{cycle}/discriminator", "discriminator", d_iterations,
-                                    stage, cycle))
-                phases.append(Phase(f"stage{stage}/cycle{cycle}/main", "main", iterations(len(self.inputs)),
-                                    stage, cycle))
+        for restart in range(1, restarts + 1):
+            # one restart keeps the paper's phase names (and resumes checkpoints written before restarts)
+            prefix = f"restart{restart}/" if restarts > 1 else ""
+            for stage in (1, 2):
+                d_iterations = iterations(len(self.discriminator_kinds[stage]))
+                for cycle in range(1, int(self.schedule[f"stage{stage}_cycles"]) + 1):
+                    name = f"{prefix}stage{stage}/cycle{cycle}"
+                    phases.append(Phase(f"{name}/discriminator", "discriminator", d_iterations, stage, cycle, restart))
+                    phases.append(Phase(f"{name}/main", "main", iterations(len(self.inputs)), stage, cycle, restart))
         return phases
+
+    # ---- restarts (module docstring, "Restarts") ----------------------------------------------------
+    @property
+    def restart_count(self) -> int:
+        """The schedule's ``restarts``, or 1 where the input has no outliers of its own to choose a
+        restart by (the choice would be blind, and each restart trains a fraction of the budget)."""
+        asked = int(self.schedule.get("restarts") or 1)
+        if asked > 1 and self.world_size > 1:
+            raise TrainingError("ASC-Net's restarts run in one process; train with restarts=1 under DDP")
+        return asked if asked > 1 and self.input_outliers_for_restarts else 1
+
+    @functools.cached_property
+    def input_outliers_for_restarts(self) -> bool:
+        """Whether I_in leaves R_d's input range on the plans' side in enough pixels for the
+        orientation's separation (the restarts' choice) to exist: the input alone decides it, so it
+        is known before training. Logged once as a ``restarts`` event."""
+        reference, inputs = (self.sampled_input_values(pool, self.orientation_slices)
+                             for pool in (self.reference, self.inputs))
+        share = float(np.mean(input_outliers(reference, inputs, self.anomalies_above)))
+        usable = enough_input_outliers(share)
+        self.log.event(0, "restarts", asked=int(self.schedule.get("restarts") or 1), input_outliers=round(share, 4),
+                       used=bool(usable))
+        if not usable and self.is_main:
+            print(f"ascnet fold {self.fold}: restarts={self.schedule.get('restarts')} asked, but only "
+                  f"{share:.1%} of I_in's pixels leave R_d's input range: nothing to choose a restart by; one run")
+        return usable
+
+    def restart_ends_after(self, phase_index: int) -> bool:
+        """Whether ``phase_index`` is the last phase its restart runs (later ones skipped or of another)."""
+        restart = self.phases[phase_index].restart
+        return all(i in self.skipped_phases for i in range(phase_index + 1, len(self.phases))
+                   if self.phases[i].restart == restart)
+
+    def end_restart(self, phase: Phase) -> dict:
+        """At a restart's end (restarts > 1): measure its separation of I_in's input outliers under raw
+        I_ro, keep its networks in checkpoint_best_restart.pt when it is the best so far, and, unless
+        it is the last restart, start the next one from fresh weights. Returns the figures (the last
+        restart's orientation reuses them)."""
+        figures = self.raw_orientation_figures(self.orientation_slices)
+        auroc = figures["input_outliers_auroc"]
+        separation = abs(auroc - 0.5) if auroc is not None else -1.0
+        record = {"restart": phase.restart, "step": self.position["step"], "separation": round(separation, 4),
+                  "input_outliers_auroc": auroc, "minutes": round(self.elapsed() / 60, 3)}
+        self.restart_records[str(phase.restart)] = record
+        best = self.best_restart
+        self.log.event(record["step"], "restart", major=True, best=best == phase.restart,
+                       **{k: v for k, v in record.items() if k != "step"})
+        print(f"  restart {phase.restart} of {self.restart_count} ends: I_in's input outliers separated by "
+              f"{separation:.3f} under raw I_ro (best so far: restart {best})")
+        if best == phase.restart:
+            self.output_folder.mkdir(parents=True, exist_ok=True)
+            save_checkpoint({"format": "autouad-restart-1", "method": self.method, "fold": self.fold,
+                             "position": dict(self.position), "record": record, "networks": {k: v.state_dict() for k, v in self.networks.items()}},
+                            self.output_folder / CHECKPOINT_BEST_RESTART)
+        if phase.restart < self.restart_count:
+            self.log_validation_quality()  # the restart's last curve point (the probe reads masks; nothing chooses by it here)
+            self.fresh_networks(phase.restart + 1)
+        return figures
+
+    @property
+    def best_restart(self) -> int | None:
+        """The restart whose input outliers separate most so far (the earlier one on a tie)."""
+        if not self.restart_records:
+            return None
+        return int(max(self.restart_records.values(), key=lambda r: (r["separation"], -r["restart"]))["restart"])
+
+    def fresh_networks(self, restart: int) -> None:
+        """M, D and their optimizers from a new initialisation, for ``restart`` (its own seed)."""
+        torch.manual_seed(self.seed + RESTART_SEED_STRIDE * (restart - 1))
+        self.networks = self.placed(self.build_networks())
+        self.optimizers = self.build_optimizers()
+
+    def take_best_restart(self) -> None:
+        """At the end of the last restart: the networks of the best restart stand for the fold."""
+        best = self.best_restart
+        if best is None or best == self.phases[-1].restart:
+            return
+        state = load_checkpoint(self.output_folder / CHECKPOINT_BEST_RESTART)
+        for name, weights in state["networks"].items():
+            self.networks[name].load_state_dict(weights)
+        print(f"  keeping restart {best}'s networks (separation {self.restart_records[str(best)]['separation']:.3f})")
+
+    def budget_overheads(self) -> tuple[float, float]:
+        """The base's, plus each restart's end but the last (the last one's measure is the
+        orientation's, which comes on top of the budget as the validation export does): its
+        separation on ``orientation_slices`` slices of R_d and of I_in and its curve point."""
+        fixed, per_iteration = super().budget_overheads()
+        if self.restart_count > 1:
+            start = time.perf_counter()
+            self.raw_orientation_figures(self.orientation_slices)
+            self.validation_quality()
+            fixed += (self.restart_count - 1) * (time.perf_counter() - start)
+        return fixed, per_iteration
+
+    def extra_state(self) -> dict:
+        return {"restart_records": self.restart_records}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.restart_records = dict(state.get("restart_records", {}))
 
     # ---- one iteration ---------------------------------------------------------------------------
     def discriminator_batch(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -280,18 +409,25 @@ class ASCNetTrainer(AutoUADTrainer):
     def sampled_map_and_input_values(self, pool: SlicePool, max_slices: int) -> tuple[np.ndarray, np.ndarray]:
         """(the map's values, the input's values on the map's channel) at the same pixels: up to
         ``max_slices`` slices spread over ``pool``, inside the ROI."""
-        picks = np.unique(np.linspace(0, len(pool) - 1, min(max_slices, len(pool))).round().astype(int))
-        channel = self.plans.threshold.channel or 0
         maps, inputs = [], []
+        for images, inside in self.sampled_slices(pool, max_slices):
+            maps.append(self.predict_anomaly_map_eval(self.to_device(images)).float().cpu().numpy()[inside])
+            inputs.append(images[:, self.plans.threshold.channel or 0][inside])
+        return np.concatenate(maps), np.concatenate(inputs)
+
+    def sampled_input_values(self, pool: SlicePool, max_slices: int) -> np.ndarray:
+        """The input's values on the map's channel at the pixels ``sampled_map_and_input_values`` reads."""
+        channel = self.plans.threshold.channel or 0
+        return np.concatenate([images[:, channel][inside] for images, inside in self.sampled_slices(pool, max_slices)])
+
+    def sampled_slices(self, pool: SlicePool, max_slices: int):
+        """Batches (slices, ROI mask of their map-sized pixels) of up to ``max_slices`` slices spread over ``pool``."""
+        picks = np.unique(np.linspace(0, len(pool) - 1, min(max_slices, len(pool))).round().astype(int))
         for start in range(0, len(picks), 2 * self.batch_size):
             idx = picks[start:start + 2 * self.batch_size]
             images = pool.read(idx)
-            batch_maps = self.predict_anomaly_map_eval(self.to_device(images)).float().cpu().numpy()
             roi = pool.read_roi(idx)
-            inside = roi if roi is not None else np.ones(batch_maps.shape, bool)
-            maps.append(batch_maps[inside])
-            inputs.append(images[:, channel][inside])
-        return np.concatenate(maps), np.concatenate(inputs)
+            yield images, (roi if roi is not None else np.ones((len(idx),) + images.shape[2:], bool))
 
     @torch.inference_mode()
     def predict_anomaly_map_eval(self, images: torch.Tensor) -> torch.Tensor:
@@ -312,7 +448,8 @@ class ASCNetTrainer(AutoUADTrainer):
         counts = self.validation_histogram(int(rule.get("max_slices", 128)))
         peaks = peak_values(counts, self.histogram_range)
         min_peaks = int(rule.get("min_peaks", 3))
-        later = [i for i, p in enumerate(self.phases) if p.stage == phase.stage and p.cycle > phase.cycle]
+        later = [i for i, p in enumerate(self.phases)
+                 if p.restart == phase.restart and p.stage == phase.stage and p.cycle > phase.cycle]
         stop = len(peaks) >= min_peaks and bool(later)
         self.log.event(self.position["step"], "stopping_rule", phase=phase.name, peaks=[round(float(v), 4) for v in peaks],
                        min_peaks=min_peaks, ends_stage=stop, major=True)
@@ -321,8 +458,14 @@ class ASCNetTrainer(AutoUADTrainer):
         if stop:
             self.skipped_phases.update(later)
         self._share_skips()
+        figures = None
+        if self.restart_count > 1 and self.restart_ends_after(phase_index):
+            figures = self.end_restart(phase)
         if self.training_ends_after(phase_index):
-            self.orient()
+            if self.restart_count > 1 and self.best_restart != phase.restart:
+                self.take_best_restart()
+                figures = None  # measured on the last restart's networks, not the kept ones
+            self.orient(figures)
             self._share_orientation()
 
     def on_kept_networks(self) -> None:
@@ -341,10 +484,11 @@ class ASCNetTrainer(AutoUADTrainer):
         """The plans' anomalous side of the input and of the map (the fingerprint's polarity)."""
         return self.plans.threshold.peak != "leftmost"
 
-    def orient(self) -> dict:
+    def orient(self, figures: dict | None = None) -> dict:
         """Decide whether this fold's map is I_ro or 1 - I_ro (M's ``inverted``) and set the polarity
-        gate's levels; logs and returns the figures."""
-        figures = self.raw_orientation_figures(self.orientation_slices)
+        gate's levels; logs and returns the figures (``figures``: raw_orientation_figures of these
+        networks at ``orientation_slices``, where the caller has them already)."""
+        figures = figures or self.raw_orientation_figures(self.orientation_slices)
         main = self.networks["M"]
         main.inverted.fill_(float(figures["inverted"]))
         map_median = figures["reference_map_median"]
@@ -425,14 +569,25 @@ class ASCNetTrainer(AutoUADTrainer):
         return main.gated(main.oriented(main(images)[2][:, channel]), images[:, channel], self.anomalies_above)
 
 
+def input_outliers(reference_inputs: np.ndarray, input_inputs: np.ndarray, expected_above: bool) -> np.ndarray:
+    """I_in's pixels beyond R_d's input range (its 99th percentile, or 1st for dark anomalies) on
+    the plans' anomalous side: the input's own outliers."""
+    cut = np.percentile(reference_inputs, 100 * (1 - ORIENTATION_TAIL) if expected_above else 100 * ORIENTATION_TAIL)
+    return input_inputs > cut if expected_above else input_inputs < cut
+
+
+def enough_input_outliers(share: float) -> bool:
+    """Whether outliers on ``share`` of I_in's pixels (twice R_d's own 1 %, and not all of them)
+    are evidence enough for the orientation (and a restart's separation)."""
+    return 2 * ORIENTATION_TAIL <= share < 1.0
+
+
 def orientation_figures(reference_maps: np.ndarray, reference_inputs: np.ndarray, input_maps: np.ndarray,
                         input_inputs: np.ndarray, expected_above: bool) -> dict:
     """The orientation's evidence and decision (module docstring, "Orientation") from I_ro's values
     and the input's values at the same pixels of R_d and of I_in. ``expected_above``: the plans'
     anomalous side (the fingerprint's polarity), for the input and for I_ro alike."""
-    # the input's own outliers: I_in's pixels beyond R_d's input range on the anomalous side
-    cut = np.percentile(reference_inputs, 100 * (1 - ORIENTATION_TAIL) if expected_above else 100 * ORIENTATION_TAIL)
-    outliers = input_inputs > cut if expected_above else input_inputs < cut
+    outliers = input_outliers(reference_inputs, input_inputs, expected_above)
     outlier_share = float(np.mean(outliers))
     # the map's tails: I_in's values of I_ro beyond R_d's range of I_ro, at either end
     low, high = np.percentile(reference_maps, [100 * ORIENTATION_TAIL, 100 * (1 - ORIENTATION_TAIL)])
@@ -443,7 +598,7 @@ def orientation_figures(reference_maps: np.ndarray, reference_inputs: np.ndarray
                "reference_map_median": round(float(np.median(reference_maps)), 4),
                "inputs_above_reference_p99": round(above, 4), "inputs_below_reference_p1": round(below, 4),
                "expected_side": "above" if expected_above else "below"}
-    if outlier_share >= 2 * ORIENTATION_TAIL and not outliers.all():
+    if enough_input_outliers(outlier_share):
         # I_in leaves R_d's input range on the anomalous side (twice R_d's own share): the map
         # should rank those pixels above the rest of I_in; ranked below, the anomalies are in I_ro's other end
         auroc = roc_auc(input_maps, outliers)
