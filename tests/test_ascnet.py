@@ -2,6 +2,8 @@
 training stages (D frozen in the M step, stage 2's union set, the stopping rule) and exact resume."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -9,10 +11,12 @@ import torch
 from autouad.calibration.histogram_peaks import separated_peaks
 from autouad.methods.ascnet.losses import discriminator_loss, fence_cut_loss, reconstruction_loss, wild_cut_loss
 from autouad.methods.ascnet.network import ASCDiscriminator, ASCNetMain
-from autouad.methods.ascnet.trainer import (INPUT_FENCE_CUT, REFERENCE, REFERENCE_FENCE_CUT, ASCNetTrainer,
+from autouad.methods.ascnet.trainer import (INPUT_FENCE_CUT, REFERENCE, REFERENCE_FENCE_CUT, RESTART_SEED_STRIDE,
+                                           ASCNetTrainer,
                                            orientation_figures)
 from autouad.paths import preprocessed_root, results_root
 from autouad.planning.plans_files import find_plans
+from autouad.training.fold_data import TrainingError
 from autouad.training.sampling import EpochStream
 
 
@@ -517,7 +521,67 @@ def test_restarts_train_from_fresh_weights_and_keep_the_restart_whose_outliers_s
     assert trainer.networks["M"].inverted.item() == float(separation_auroc[kept] < 0.5) == float(orientation["inverted"])
     saved = torch.load(trainer.output_folder / "checkpoint_final.pt", weights_only=True)
     assert set(saved["extra"]["restart_records"]) == {"1", "2"}
-    assert torch.load(trainer.output_folder / "checkpoint_best_restart.pt", weights_only=True)["record"]["restart"] == kept
+    saved_restart = torch.load(trainer.output_folder / f"checkpoint_restart{kept}.pt", weights_only=True)
+    assert saved_restart["record"] == saved["extra"]["restart_records"][str(kept)]
+
+
+def fixed_separations(trainer, monkeypatch, separation_auroc):
+    """The restarts' separations as given, whatever the networks (the demo's maps are untrained)."""
+    real_figures = trainer.raw_orientation_figures
+
+    def figures(max_slices):
+        restart = trainer.phases[min(trainer.position["phase"], len(trainer.phases) - 1)].restart
+        auroc = separation_auroc[restart]
+        return {**real_figures(max_slices), "decided_by": "input_outliers", "input_outliers_auroc": auroc,
+                "inverted": auroc < 0.5}
+    monkeypatch.setattr(trainer, "raw_orientation_figures", figures)
+    return trainer
+
+
+def test_a_run_interrupted_at_a_restarts_start_resumes_exactly_and_keeps_the_recorded_restart(
+        trainer_factory, lifted_outliers, monkeypatch):
+    """Killed in the first iteration of restart 2 (its fresh networks were saved with the phase end),
+    the run resumes from fresh weights of restart 2's seed and ends with the same kept networks as a
+    run never interrupted: restart 1's, read back from checkpoint_restart1.pt."""
+    overrides = {"restarts": 2, "stage1_cycles": 1, "stage2_cycles": 1, "max_iterations_per_step": 2}
+    separations = {1: 0.9, 2: 0.6}
+    straight = fixed_separations(trainer_factory(overrides), monkeypatch, separations)
+    straight.run_training()
+    expected = {name: state(network) for name, network in straight.networks.items()}
+    stop = next(e["step"] for e in straight.log.entries if e["phase"].startswith("restart2/"))
+    shutil.rmtree(straight.output_folder)
+
+    class Interrupted(Exception):
+        pass
+
+    class Killed(ASCNetTrainer):
+        def train_iteration(self, phase, iteration):
+            losses = super().train_iteration(phase, iteration)
+            if self.position["step"] + 1 == stop:  # restart 2's first iteration, not recorded
+                raise Interrupted
+            return losses
+
+    with pytest.raises(Interrupted):
+        fixed_separations(trainer_factory(overrides, cls=Killed), monkeypatch, separations).run_training()
+    resumed = fixed_separations(trainer_factory(overrides), monkeypatch, separations)
+    resumed.resume()
+    assert resumed.position == {"phase": 4, "iteration": 0, "step": stop - 1}
+    resumed.run_training()
+    assert all(same(expected[name], state(network)) for name, network in resumed.networks.items())
+    assert set(resumed.restart_records) == {"1", "2"}
+    # the finished run re-opened with a third restart (--continue --set restarts=3, no budget): restart 3
+    # starts from its own fresh weights, not from the kept and oriented networks of restart 1
+    reopened = fixed_separations(trainer_factory(dict(overrides, restarts=3)), monkeypatch, separations)
+    reopened.resume()
+    assert reopened.position["phase"] == 8 and not reopened.finished
+    torch.manual_seed(reopened.seed + RESTART_SEED_STRIDE * 2)
+    fresh = reopened.build_networks()
+    assert all(same(state(fresh[name]), state(network)) for name, network in reopened.networks.items())
+
+
+def test_restarts_refuse_a_kept_checkpoint_that_would_choose_again(trainer_factory, lifted_outliers):
+    with pytest.raises(TrainingError, match="keep_checkpoint=final"):
+        trainer_factory({"restarts": 2, "keep_checkpoint": "best_proxy"})
 
 
 def test_the_stopping_rule_skips_only_its_own_restarts_cycles(trainer_factory, lifted_outliers, monkeypatch):

@@ -111,6 +111,8 @@ def check_output_folder(output: Path, request: TrainRequest) -> None:
     elif existing:
         for name in (CHECKPOINT_LATEST, CHECKPOINT_FINAL, CHECKPOINT_BEST, LOG_FILE, MODEL_FILE):
             (output / name).unlink(missing_ok=True)
+        for path in output.glob("checkpoint_*.pt"):  # a method's own (ASC-Net's restarts), of the run overwritten
+            path.unlink()
 
 
 def save_plans_copy(plans_path: Path, method_folder: Path) -> None:

@@ -92,16 +92,18 @@ median, so it cannot lift a pixel or reorder the bright ones; it is set after th
 applies to prediction and calibration, not to the orientation's or the proxy's evidence (raw I_ro).
 
 Restarts (autouad's, label-free; the schedule's ``restarts``, default 1; not in the papers): a
-fold's map at a CPU budget is good or weak by its initialisation (BraTS-6 `fast`, 17 folds of runs
-A-J: validation pixel AUROC 0.64-0.98 across runs of the same two folds and schedule), and the orientation's
+fold's map at a CPU budget is good or weak by its initialisation (BraTS-6 `fast`, 19 folds of runs
+A-L: validation pixel AUROC 0.56-0.98 across runs of the same two folds and schedule), and the orientation's
 evidence tells which without a mask: how far I_in's input outliers sit from chance under raw I_ro,
-|AUROC - 0.5| (Spearman 0.87 against the pixel AUROC over those folds; docs/results.md). With
+|AUROC - 0.5| (Spearman 0.91 against the pixel AUROC over those folds; docs/results.md). With
 ``restarts`` = n the schedule's stages run n times from fresh weights (restart r seeds torch with
 ``seed + 7919 (r - 1)``; the data streams run on), a budget giving each an n-th of it, the
 stopping rule acting within a restart; at each restart's end its separation is measured on
 ``orientation_slices`` slices of R_d and of I_in, and the restart with the largest stands for the
-fold (its networks wait in checkpoint_best_restart.pt, so an interrupted run resumes) and is then
-oriented as above. The choice needs input outliers; where I_in has too few (the Kermany X-rays),
+fold (a restart that is the best so far when it ends leaves its networks in
+checkpoint_restart<r>.pt, so an interrupted run resumes) and is then oriented as above. A restart
+chooses among whole runs, so it cannot be combined with ``keep_checkpoint`` other than ``final``
+(which would choose again among the points of every restart). The choice needs input outliers; where I_in has too few (the Kermany X-rays),
 the fold trains one run whatever ``restarts`` says, and logs why. The paper trains one run and
 stops it by eye; this is a selection among runs of the paper's schedule, as HealthyGAN's FID
 selection is among its iterations.
@@ -127,8 +129,10 @@ from autouad.training.fold_data import SlicePool, TrainingError
 REFERENCE, INPUT_FENCE_CUT, REFERENCE_FENCE_CUT = 0, 1, 2
 # The orientation's tails: beyond R_d's 1st and 99th percentiles (module docstring, "Orientation").
 ORIENTATION_TAIL = 0.01
-# restarts > 1: the networks of the best restart so far (module docstring, "Restarts")
-CHECKPOINT_BEST_RESTART = "checkpoint_best_restart.pt"
+# restarts > 1: the networks of restart r, written when it ends as the best so far (module
+# docstring, "Restarts"); one file per restart, so that a restart replayed after an interruption can
+# never overwrite the networks that the records name as the best
+CHECKPOINT_RESTART = "checkpoint_restart{}.pt"
 # restart r initialises its networks with torch seed ``seed + RESTART_SEED_STRIDE * (r - 1)``
 RESTART_SEED_STRIDE = 7919
 
@@ -232,9 +236,15 @@ class ASCNetTrainer(AutoUADTrainer):
         """The schedule's ``restarts``, or 1 where the input has no outliers of its own to choose a
         restart by (the choice would be blind, and each restart trains a fraction of the budget)."""
         asked = int(self.schedule.get("restarts") or 1)
-        if asked > 1 and self.world_size > 1:
+        if asked == 1 or not self.input_outliers_for_restarts:
+            return 1
+        if self.world_size > 1:
             raise TrainingError("ASC-Net's restarts run in one process; train with restarts=1 under DDP")
-        return asked if asked > 1 and self.input_outliers_for_restarts else 1
+        if self.keeps_best:
+            raise TrainingError(f"ASC-Net: restarts={asked} chooses among whole runs; keep_checkpoint="
+                                f"{self.keep_mode} would choose again among every restart's curve points; "
+                                f"use keep_checkpoint=final with restarts")
+        return asked
 
     @functools.cached_property
     def input_outliers_for_restarts(self) -> bool:
@@ -260,7 +270,7 @@ class ASCNetTrainer(AutoUADTrainer):
 
     def end_restart(self, phase: Phase) -> dict:
         """At a restart's end (restarts > 1): measure its separation of I_in's input outliers under raw
-        I_ro, keep its networks in checkpoint_best_restart.pt when it is the best so far, and, unless
+        I_ro, keep its networks in checkpoint_restart<r>.pt when it is the best so far, and, unless
         it is the last restart, start the next one from fresh weights. Returns the figures (the last
         restart's orientation reuses them)."""
         figures = self.raw_orientation_figures(self.orientation_slices)
@@ -278,7 +288,7 @@ class ASCNetTrainer(AutoUADTrainer):
             self.output_folder.mkdir(parents=True, exist_ok=True)
             save_checkpoint({"format": "autouad-restart-1", "method": self.method, "fold": self.fold,
                              "position": dict(self.position), "record": record, "networks": {k: v.state_dict() for k, v in self.networks.items()}},
-                            self.output_folder / CHECKPOINT_BEST_RESTART)
+                            self.output_folder / CHECKPOINT_RESTART.format(phase.restart))
         if phase.restart < self.restart_count:
             self.log_validation_quality()  # the restart's last curve point (the probe reads masks; nothing chooses by it here)
             self.fresh_networks(phase.restart + 1)
@@ -302,7 +312,11 @@ class ASCNetTrainer(AutoUADTrainer):
         best = self.best_restart
         if best is None or best == self.phases[-1].restart:
             return
-        state = load_checkpoint(self.output_folder / CHECKPOINT_BEST_RESTART)
+        path = self.output_folder / CHECKPOINT_RESTART.format(best)
+        state = load_checkpoint(path)
+        if state.get("record") != self.restart_records[str(best)]:
+            raise TrainingError(f"{path}: holds {state.get('record')}, not restart {best}'s networks as "
+                                f"training_log.json records them {self.restart_records[str(best)]}")
         for name, weights in state["networks"].items():
             self.networks[name].load_state_dict(weights)
         print(f"  keeping restart {best}'s networks (separation {self.restart_records[str(best)]['separation']:.3f})")
@@ -324,6 +338,18 @@ class ASCNetTrainer(AutoUADTrainer):
 
     def load_extra_state(self, state: dict) -> None:
         self.restart_records = dict(state.get("restart_records", {}))
+
+    def resume(self) -> None:
+        """As the base's; where the checkpoint stands at the first iteration of a restart, that
+        restart starts from its own fresh weights. After an interruption between restarts this
+        rebuilds what the checkpoint holds (same seed); a finished run re-opened with more
+        ``restarts`` (--continue --set restarts=n) would otherwise train its new restart on top of the
+        kept, oriented networks."""
+        super().resume()
+        index, phases = self.position["phase"], self.phases
+        if (index < len(phases) and self.position["iteration"] == 0 and phases[index].restart > 1
+                and phases[index - 1].restart != phases[index].restart):
+            self.fresh_networks(phases[index].restart)
 
     # ---- one iteration ---------------------------------------------------------------------------
     def discriminator_batch(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
