@@ -307,11 +307,12 @@ class ASCNetTrainer(AutoUADTrainer):
         self.networks = self.placed(self.build_networks())
         self.optimizers = self.build_optimizers()
 
-    def take_best_restart(self) -> None:
-        """At the end of the last restart: the networks of the best restart stand for the fold."""
+    def take_best_restart(self) -> bool:
+        """At the end of the last restart: the networks of the best restart stand for the fold.
+        Returns whether they are another restart's than the networks in place."""
         best = self.best_restart
         if best is None or best == self.phases[-1].restart:
-            return
+            return False
         path = self.output_folder / CHECKPOINT_RESTART.format(best)
         state = load_checkpoint(path)
         if state.get("record") != self.restart_records[str(best)]:
@@ -320,6 +321,7 @@ class ASCNetTrainer(AutoUADTrainer):
         for name, weights in state["networks"].items():
             self.networks[name].load_state_dict(weights)
         print(f"  keeping restart {best}'s networks (separation {self.restart_records[str(best)]['separation']:.3f})")
+        return True
 
     def budget_overheads(self) -> tuple[float, float]:
         """The base's, plus each restart's end but the last (the last one's measure is the
@@ -488,8 +490,7 @@ class ASCNetTrainer(AutoUADTrainer):
         if self.restart_count > 1 and self.restart_ends_after(phase_index):
             figures = self.end_restart(phase)
         if self.training_ends_after(phase_index):
-            if self.restart_count > 1 and self.best_restart != phase.restart:
-                self.take_best_restart()
+            if self.restart_count > 1 and self.take_best_restart():
                 figures = None  # measured on the last restart's networks, not the kept ones
             self.orient(figures)
             self._share_orientation()
