@@ -47,27 +47,26 @@ def recalibrate_if_needed(work: Path, method: str, folds: list[int]) -> None:
 
 def test_scores(predictor, images: Path) -> dict[str, dict[str, float]]:
     """{image score: {case: score}} of the fold-averaged maps of every image in ``images``."""
-    from autouad.calibration.thresholds import side_sign
     from autouad.inference.inputs import find_input_cases
-    from autouad.selection.image_scores import IMAGE_SCORES, image_score
+    from autouad.inference.predictor import folds_mean_image_score
+    from autouad.selection.image_scores import IMAGE_SCORES
     from autouad.utils.progress import progress
 
     cases, failed = find_input_cases(images, predictor.dataset.channel_names, None, predictor.plans.input_channels)
     if failed:
         raise SystemExit(f"{images}: cannot read {len(failed)} image(s), e.g. {next(iter(failed.values()))}")
     scores: dict[str, dict[str, float]] = {how: {} for how in IMAGE_SCORES}
-    sign = side_sign(predictor.side)
     with progress(total=len(cases), desc="test images", unit="image") as bar:
         for prepared, _ in predictor.prepared_chunks(cases, 256, failed):
             if not prepared:
                 continue
-            maps = predictor.predict_maps(np.concatenate([p.slices for p in prepared]))
+            fold_maps = predictor.predict_fold_maps(np.concatenate([p.slices for p in prepared]))
             start = 0
             for case in prepared:
-                case_maps = maps[start:start + len(case.slices)]
+                case_maps = [maps[start:start + len(case.slices)] for maps in fold_maps]
                 start += len(case.slices)
-                for how in IMAGE_SCORES:
-                    scores[how][case.name] = image_score(sign * case_maps, case.region, how)
+                for how in IMAGE_SCORES:  # as autouad_predict scores: the mean of the folds' scores
+                    scores[how][case.name] = folds_mean_image_score(case_maps, case.region, how, predictor.side)
                 bar.update(1)
     return scores
 

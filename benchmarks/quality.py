@@ -85,7 +85,7 @@ def folders(work: Path) -> dict:
 
 
 def plan_and_preprocess(work: Path, dataset_id: int, method: str, schedule: str, num_folds: int | None,
-                        preprocess: bool = True) -> None:
+                        preprocess: bool = True, planner: str | None = None) -> None:
     """The method's plans (and the dataset's patient-wise splits) and preprocessed data. The
     dataset's fingerprint is extracted (and its files checked) once; later methods plan from it."""
     from autouad import api
@@ -93,7 +93,7 @@ def plan_and_preprocess(work: Path, dataset_id: int, method: str, schedule: str,
         if any((work / "preprocessed").glob(f"Dataset{dataset_id:03d}_*")) else False
     steps = ("plan",) if fingerprinted else ("fingerprint", "plan")
     api.plan_and_preprocess(dataset_id, method=method, schedule=schedule, num_folds=num_folds, num_processes=2,
-                            steps=steps + (("preprocess",) if preprocess else ()), **folders(work))
+                            planner=planner, steps=steps + (("preprocess",) if preprocess else ()), **folders(work))
 
 
 def model_folder(work: Path, dataset_id: int, method: str) -> Path:
@@ -102,13 +102,13 @@ def model_folder(work: Path, dataset_id: int, method: str) -> Path:
 
 
 def train_folds(work: Path, dataset_id: int, method: str, schedule: str, folds: list[int],
-                num_folds: int | None, overrides: dict | None = None) -> dict:
+                num_folds: int | None, overrides: dict | None = None, planner: str | None = None) -> dict:
     """Plan, preprocess and train; returns {fold: training seconds} (from each fold's log).
     ``num_folds`` None: the planner's choice; ``overrides``: schedule settings (``--set``)."""
     from autouad import api
     from autouad.utils.files import load_json
 
-    plan_and_preprocess(work, dataset_id, method, schedule, num_folds)
+    plan_and_preprocess(work, dataset_id, method, schedule, num_folds, planner=planner)
     seconds = {}
     for fold in folds:
         fold_folder = model_folder(work, dataset_id, method) / f"fold_{fold}"
@@ -224,7 +224,7 @@ def brats_method(args, work: Path, raw: Path, reference: Path, method: str) -> d
     from autouad.utils.files import load_json
 
     start = time.perf_counter()
-    seconds = train_folds(work, BRATS["id"], method, args.schedule, args.folds, 2, args.settings)
+    seconds = train_folds(work, BRATS["id"], method, args.schedule, args.folds, 2, args.settings, args.planner)
     model = model_folder(work, BRATS["id"], method)
     splits = {fold: fold_split(work, BRATS["id"], fold) for fold in args.folds}
     # (row name, each fold's predictor, prediction folder, the cut's words or None: the folds' own)
@@ -276,7 +276,8 @@ def brats(args, work: Path, results: "Results") -> None:
     # FLAIR thresholding first (a minute): the bar is in the table before the first method trains.
     # The folds are the methods' (the planner's patient-wise 2-fold split of BraTS-6); per fold, the
     # cut comes from the fold's training patients' normal slices.
-    plan_and_preprocess(work, BRATS["id"], args.methods[0], args.schedule, 2, preprocess=False)
+    plan_and_preprocess(work, BRATS["id"], args.methods[0], args.schedule, 2, preprocess=False,
+                        planner=args.planner)
     flair = next(int(k) for k, v in dataset.meta["channel_names"].items() if v.upper() == "FLAIR")
     parts = []
     for fold in args.folds:
@@ -360,7 +361,8 @@ def kermany(args, work: Path, results: "Results") -> None:
         try:
             # the planner's folds (five for Kermany's 2975 patients): two would hold out half the
             # training images, whose validation maps every fold computes
-            seconds = train_folds(work, KERMANY["id"], method, args.schedule, args.folds, None, args.settings)
+            seconds = train_folds(work, KERMANY["id"], method, args.schedule, args.folds, None, args.settings,
+                                  args.planner)
             out = work / "predictions" / "kermany" / method
             api.predict(raw / "imagesTs", out, model_folder(work, KERMANY["id"], method), folds=args.folds)
             run = load_json(out / PREDICTIONS_FILE)
@@ -417,8 +419,9 @@ class Results:
     a benchmark of many hours can be run a few methods at a time (``--methods``), on several days or
     machines; each row is written the moment it is measured and says where and when."""
 
-    def __init__(self, path: Path, schedule: str, folds: list[int], machine: str, settings: dict | None = None):
-        self.path, self.machine, self.settings = path, machine, settings or {}
+    def __init__(self, path: Path, schedule: str, folds: list[int], machine: str, settings: dict | None = None,
+                 planner: str | None = None):
+        self.path, self.machine, self.settings, self.planner = path, machine, settings or {}, planner
         self.data = {"schedule": schedule, "folds": folds, "brats": {}, "kermany": {}, "commands": []}
         if path.is_file():
             old = json.loads(path.read_text(encoding="utf-8"))
@@ -435,7 +438,7 @@ class Results:
         self.data["commands"].append({
             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)), "minutes": round(minutes, 1),
             "datasets": args.datasets, "methods": args.methods, "settings": self.settings,
-            "machine": self.machine})
+            **({"planner": self.planner} if self.planner else {}), "machine": self.machine})
         self.save()
 
     def record(self, dataset: str, name: str, row: dict) -> None:
@@ -445,6 +448,8 @@ class Results:
         row = undefined_to_none(dict(row, machine=self.machine, measured=time.strftime("%Y-%m-%d %H:%M")))
         if self.settings and "training_seconds" in row:
             row["settings"] = self.settings  # the trained rows' --set; the baselines train nothing
+        if self.planner and "training_seconds" in row:
+            row["planner"] = self.planner
         old = self.data[dataset].get(name)
         if old is not None and strip_stamp(old) == strip_stamp(row):
             # every run re-measures its dataset's baselines (seconds of work); the same figures keep
@@ -499,7 +504,8 @@ def markdown(result: dict) -> str:
                       f"validation images.", ""]
     for c in result.get("commands") or []:
         lines.append(f"- {c['started']}: {' '.join(c['datasets'])}, {' '.join(c['methods'])}"
-                     + (f", --set {c['settings']}" if c["settings"] else "") + f": {c['minutes']} min")
+                     + (f", --set {c['settings']}" if c["settings"] else "")
+                     + (f", --planner {c['planner']}" if c.get("planner") else "") + f": {c['minutes']} min")
     return "\n".join(lines).rstrip("\n")
 
 
@@ -517,6 +523,10 @@ def main(argv=None) -> int:
                         help="change a schedule setting of every method trained (as autouad_train --set; "
                              "for example training_precision=bf16; use a fresh --work, since trained folds are "
                              "reused); the rows record it")
+    parser.add_argument("--planner", default=None, metavar="MODULE.CLASS",
+                        help="plan every method with this planner class (as autouad_plan_and_preprocess --planner, "
+                             "for example autouad.planning.variants.HistogramEqualizationPlanner; use a fresh --work, "
+                             "since plans and trained folds are reused); the rows record it")
     args = parser.parse_args(argv)
     args.settings = parse_settings(args.set_items)
     work = (args.work or Path(f"autouad_quality_{args.schedule}")).resolve()
@@ -529,7 +539,7 @@ def main(argv=None) -> int:
                f"torch {torch.__version__}"
                + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU only"))
     results = Results((args.results or work / "quality.json").resolve(), args.schedule, args.folds, machine,
-                      args.settings)
+                      args.settings, args.planner)
     start, started = time.perf_counter(), time.time()
     for name, spec, run in (("brats", BRATS, brats), ("kermany", KERMANY, kermany)):
         if name not in args.datasets:

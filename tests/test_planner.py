@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from autouad.planning.planner import AutoUADPlanner, PlanningError, plan_dataset
-from autouad.planning.variants import LowResolutionPlanner, NoHistogramEqualizationPlanner
+from autouad.planning.variants import (HistogramEqualizationPlanner, LowResolutionPlanner,
+                                       NoHistogramEqualizationPlanner)
 from autouad.utils.files import load_json, save_json
 
 
@@ -109,6 +110,35 @@ def test_low_resolution_variant_halves_each_side_and_says_so(tmp_path):
     # the pixel budget (and with it the batch that fits) is the plan's only other change
     changed = ("preprocessing", "reasons", "batch_size", "planner")
     assert {k: v for k, v in low.items() if k not in changed} == {k: v for k, v in full.items() if k not in changed}
+
+
+def test_histogram_equalization_variant_switches_it_on_and_removes_brightness(tmp_path):
+    import numpy as np
+
+    from autouad.planning.plans import Normalization
+    from autouad.preprocessing.normalization import equalize_slice_histograms, normalize_channel
+
+    xray = dict(modality="X-ray", dimension=2, roi=None, masks=False, shape=(1, 224, 224), bbox=(1, 224, 224),
+                normal=200, unlabeled=200)
+    default = plan(tmp_path, fingerprint(**xray), method="ascnet")
+    equalized = plan(tmp_path / "eq", fingerprint(**xray), method="ascnet", planner_class=HistogramEqualizationPlanner)
+    assert default["preprocessing"]["normalization"]["histogram_equalization"] is False
+    assert equalized["preprocessing"]["normalization"] == dict(default["preprocessing"]["normalization"],
+                                                               histogram_equalization=True)
+    assert "switched on" in equalized["reasons"]["normalization"]
+    # a z-score method gets [0, 1] first, the range equalisation works on
+    caae = plan(tmp_path / "caae", fingerprint(**xray), method="caae", planner_class=HistogramEqualizationPlanner)
+    assert caae["preprocessing"]["normalization"]["scheme"] == "minmax"
+    assert caae["preprocessing"]["normalization"]["histogram_equalization"] is True
+    # what the variant is for: the same X-ray exposed brighter gives the same network input
+    scheme = Normalization(**{k: v for k, v in equalized["preprocessing"]["normalization"].items()})
+    image = np.random.default_rng(0).integers(10, 200, size=(1, 32, 32)).astype(np.float32)
+    everywhere = np.ones_like(image, dtype=bool)
+    inputs = [equalize_slice_histograms(normalize_channel(x, everywhere, scheme), everywhere)
+              for x in (image, image + 40)]
+    assert not np.allclose(normalize_channel(image, everywhere, scheme),
+                           normalize_channel(image + 40, everywhere, scheme))
+    np.testing.assert_allclose(inputs[0], inputs[1])
 
 
 def test_xray_image_level_plans_healthygan(tmp_path):

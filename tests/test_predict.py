@@ -116,6 +116,38 @@ def test_folds_are_averaged_and_their_thresholds_too(env, tmp_path):
     np.testing.assert_allclose(both.predict_maps(slices), single.predict_maps(slices), atol=1e-6)
 
 
+def test_image_score_of_several_folds_is_the_mean_of_their_scores(env, tmp_path):
+    """Each fold's image cut is a percentile of its own maps' scores; a top-k score of the folds'
+    mean map is lower than the folds' scores where their peaks differ, so the predictor must score
+    each fold's map and average the scores (the masks still come from the mean map)."""
+    from autouad.selection.image_scores import image_score
+
+    model = tmp_path / MODEL
+    shutil.copytree(model_folder(env), model)
+    shutil.copytree(model / "fold_0", model / "fold_1")
+    other = AnomalyModel.load(model / "fold_1")
+    other.fold = 1
+    other.save(model / "fold_1" / MODEL_FILE)
+    both = AnomalyPredictor.from_folder(model, None, "cpu")
+    both.image_score = "top_k_mean"
+    first = both.models[1].anomaly_maps
+    both.models[1].anomaly_maps = lambda slices, batch: np.roll(first(slices, batch), 7, axis=-1)  # peaks elsewhere
+    raw = raw_folder(env)
+    case = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))[0].name[:-len("_0000.nii.gz")]
+    images = sorted((raw / "imagesTs").glob(f"{case}_000?.nii.gz"))
+    prepared = both.prepare(InputCase(case, images, raw / "roisTs" / f"{case}.nii.gz", ".nii.gz"))
+    fold_maps = both.predict_fold_maps(prepared.slices)
+    scores = [image_score(m, prepared.region, "top_k_mean") for m in fold_maps]
+    of_mean_map = image_score(both.predict_maps(prepared.slices), prepared.region, "top_k_mean")
+    assert of_mean_map < np.mean(scores) - 1e-6  # what averaging the maps first would have given
+    prediction = both.result(prepared, fold_maps)
+    assert prediction.score == pytest.approx(np.mean(scores))
+    # the mean of the map is linear: both ways agree
+    both.image_score = "mean"
+    assert both.result(prepared, fold_maps).score == pytest.approx(
+        image_score(both.predict_maps(prepared.slices), prepared.region, "mean"), rel=1e-5)
+
+
 def test_chunks_prepared_in_the_background_give_the_same_outputs(env, tmp_path):
     """Cases are read on a background thread, a group ahead of the forward passes: groups of one
     slice and one group of everything must give the same maps, in the same order, with the time

@@ -23,13 +23,12 @@ from autouad.evaluation.baselines import knn_scores, shrink
 from autouad.inference.inputs import find_input_cases
 from autouad.inference.outputs import PREDICTIONS_FILE, SCORES_FILE, write_scores
 from autouad.inference.predictor import (AnomalyPredictor, Prediction, PredictionError, already_predicted,
-                                         check_folders, load_input_case, write_prediction)
+                                         check_folders, folds_mean_image_score, load_input_case, write_prediction)
 from autouad.preprocessing.foreground import foreground_mask
 from autouad.preprocessing.preprocessor import restore_to_canonical
 from autouad.postprocessing.morphology import postprocess_cropped
 from autouad.selection.configurations import HISTOGRAM_FALLBACK_Z, case_statistics
 from autouad.selection.evidence import INTENSITY, KNN_KIND, intensity_values, robust_z
-from autouad.selection.image_scores import image_score
 from autouad.utils.files import load_json, remove_stale_temporaries, save_json
 from autouad.utils.progress import progress
 
@@ -143,11 +142,12 @@ class ConfiguredPredictor:
             if info["kind"] == "method":
                 predictor = self.predictors[member]
                 prepared = predictor.prepare_loaded(loaded, name, ["in memory"], None)
-                maps = predictor.predict_maps(prepared.slices)
-                signed = maps if info["anomalous_side"] == "above" else -maps
-                scores[member] = image_score(signed, prepared.region, info.get("image_score") or "mean")
+                fold_maps = predictor.predict_fold_maps(prepared.slices)
+                # the mean of the folds' scores: the scale the member's validation scores had
+                scores[member] = folds_mean_image_score(fold_maps, prepared.region, info.get("image_score") or "mean",
+                                                        info["anomalous_side"])
                 if shown is None:
-                    shown = predictor.result(prepared, maps)
+                    shown = predictor.result(prepared, fold_maps)
             elif info["kind"] == KNN_KIND:
                 query = shrink(np.squeeze(loaded.orientation.from_canonical(loaded.data[0]))).ravel()[None]
                 scores[member] = float(knn_scores(self.knn_reference, query, 1)[0])

@@ -81,6 +81,25 @@ class Prediction:
     anomalous_voxels: int
 
 
+def mean_map(fold_maps: list[np.ndarray]) -> np.ndarray:
+    """The folds' anomaly maps averaged (in float64, returned as float32)."""
+    return np.mean(np.stack(fold_maps), axis=0, dtype=np.float64).astype(np.float32)
+
+
+def folds_mean_image_score(fold_maps: list[np.ndarray], region: np.ndarray, how: str, side: str) -> float:
+    """The mean of the folds' image scores, each of its own map.
+
+    Each fold's image cut is a percentile of that fold's scores of its own maps. A score that is not
+    linear in the map (the top-k mean, the max of the mean-filtered map) is lower on the folds' mean
+    map than the mean of the folds' scores, since the folds' peaks do not coincide; the mean of the
+    folds' cuts would then flag too few images. The mean of the folds' scores has the cuts' scale
+    (for the mean of the map both ways give the same number)."""
+    if not fold_maps or not len(fold_maps[0]):
+        return 0.0
+    sign = side_sign(side)
+    return float(np.mean([image_score(sign * maps, region, how) for maps in fold_maps]))
+
+
 def write_prediction(prediction: Prediction, inputs: list[str], ending: str | None, output: Path,
                      save_maps: bool) -> dict:
     """A case's files in the prediction folder's layout (autouad.inference.outputs); returns its
@@ -307,7 +326,7 @@ class AnomalyPredictor:
         if isinstance(loaded, list):
             raise PredictionError("; ".join(loaded))
         prepared = self.prepare_loaded(loaded, name, ["in memory"], None)
-        return self.result(prepared, self.predict_maps(prepared.slices))
+        return self.result(prepared, self.predict_fold_maps(prepared.slices))
 
     def prepare(self, case: InputCase) -> PreparedCase:
         """Read, check and preprocess a case's files; PredictionError naming the file on any problem."""
@@ -330,13 +349,13 @@ class AnomalyPredictor:
                             slice_region(slices, roi, meta, self.modality),
                             np.ascontiguousarray(loaded.orientation.from_canonical(foreground)))
 
+    def predict_fold_maps(self, slices: np.ndarray) -> list[np.ndarray]:
+        """(S, C, H, W) -> each fold's (S, H, W) anomaly map."""
+        return [model.anomaly_maps(slices, self.batch_size).astype(np.float32) for model in self.models]
+
     def predict_maps(self, slices: np.ndarray) -> np.ndarray:
         """(S, C, H, W) -> (S, H, W): the mean of the folds' anomaly maps."""
-        total = None
-        for model in self.models:
-            maps = model.anomaly_maps(slices, self.batch_size).astype(np.float64)
-            total = maps if total is None else total + maps
-        return (total / len(self.models)).astype(np.float32)
+        return mean_map(self.predict_fold_maps(slices))
 
     def masks(self, maps: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(masks before post-processing, masks after it or None) in slice space."""
@@ -347,8 +366,10 @@ class AnomalyPredictor:
         restrict = pp.restrict_to_roi if pp.restrict_to_roi is not None else True
         return raw, postprocess_slices(raw, region if restrict else None, int(pp.kernel_size), pp.operations)
 
-    def result(self, prepared: PreparedCase, maps: np.ndarray) -> Prediction:
-        """The slice-space maps of a prepared case, turned into its results in the file's geometry."""
+    def result(self, prepared: PreparedCase, fold_maps: list[np.ndarray]) -> Prediction:
+        """The slice-space maps of a prepared case (one per fold), turned into its results in the
+        file's geometry: the masks from the folds' mean map, the image score the mean of the folds'."""
+        maps = mean_map(fold_maps)
         raw, post = self.masks(maps, prepared.region)
 
         def to_file(slices: np.ndarray) -> np.ndarray:
@@ -362,7 +383,7 @@ class AnomalyPredictor:
             return prepared.geometry.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(array)))
 
         final = file_mask(post if post is not None else raw)
-        score = image_score(side_sign(self.side) * maps, prepared.region, self.image_score) if len(maps) else 0.0
+        score = folds_mean_image_score(fold_maps, prepared.region, self.image_score, self.side)
         return Prediction(
             name=prepared.name, map=image((to_file(maps) * prepared.file_region).astype(np.float32)),
             mask=image(final), mask_without_postprocessing=None if post is None else image(file_mask(raw)),
@@ -473,12 +494,12 @@ class AnomalyPredictor:
                     bar.write(f"skipped: {failed[case_id]}", file=sys.stderr)
                 if prepared:
                     computing = time.perf_counter()
-                    maps = self.predict_maps(np.concatenate([p.slices for p in prepared]))
+                    fold_maps = self.predict_fold_maps(np.concatenate([p.slices for p in prepared]))
                     timing["model_seconds"] += time.perf_counter() - computing
                     offset = 0
                     for p in prepared:
                         n = len(p.slices)
-                        prediction = self.result(p, maps[offset:offset + n])
+                        prediction = self.result(p, [maps[offset:offset + n] for maps in fold_maps])
                         done[p.name] = self.write_case(p, prediction, output_folder, save_maps)
                         offset += n
                     partial = self.run_record(input_folder, roi_folder, save_maps, done, failed, time.time() - start)

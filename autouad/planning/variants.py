@@ -28,6 +28,36 @@ class NoHistogramEqualizationPlanner(AutoUADPlanner):
                 + "; per-slice histogram equalisation switched off (NoHistogramEqualizationPlanner)")
 
 
+class HistogramEqualizationPlanner(AutoUADPlanner):
+    """Every slice (every X-ray) histogram-equalised after the method's normalisation: each
+    intensity keeps only its rank within its own image.
+
+    Why: an X-ray's grey values carry no physical unit, and exposure and processing differ between
+    acquisitions. On Kermany the normal test X-rays are brighter on average than the pneumonia ones
+    (124.1 against 119.3 of 255), so brightness alone ranks the test images at AUROC 0.427, and a map
+    that follows brightness (ASC-Net's I_ro, r = 0.97) lands below chance (docs/results.md).
+    Equalising removes the brightness and contrast of the image as a whole and keeps its structure.
+    The liver paper does the same to its CT slices. Whether it helps a method is decided out of fold,
+    so this is a variant and not the default:
+
+        autouad_plan_and_preprocess -d 2 -m ascnet --planner autouad.planning.variants.HistogramEqualizationPlanner \
+            --plans-name autouadPlans_ascnet_equalized
+
+    Equalisation works on values in [0, 1]. A method whose scheme is a z-score (the auto-encoders) gets
+    a per-image min-max to [0, 1] first: after equalisation every image has the same mean and spread,
+    so a z-score would add nothing but a fixed scale."""
+
+    def choose_normalization(self) -> tuple[dict, str]:
+        scheme, reason = super().choose_normalization()
+        if scheme.get("histogram_equalization"):
+            return scheme, reason
+        if scheme["scheme"] == "zscore":
+            scheme = {"scheme": "minmax", "clip_percentiles": [0.0, 100.0]}
+            reason += "; per-image min-max to [0, 1] instead of the z-score, for the equalisation"
+        return (dict(scheme, histogram_equalization=True),
+                reason + "; per-slice histogram equalisation switched on (HistogramEqualizationPlanner)")
+
+
 class LowResolutionPlanner(AutoUADPlanner):
     """Slices with a quarter of the schedule's pixels (each side halved), as nnU-Net's ``3d_lowres``
     trades resolution for context; here it trades resolution for iterations.

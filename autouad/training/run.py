@@ -27,7 +27,7 @@ from autouad.methods import get_method, trainer_class
 from autouad.model import MODEL_FILE, AnomalyModel, DatasetFacts
 from autouad.planning.method_plans import load_method_plans
 from autouad.planning.plans import Plans, keeps_best_proxy_by_default
-from autouad.training.base_trainer import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, LOG_FILE,
+from autouad.training.base_trainer import (CHECKPOINT_FINAL, CHECKPOINT_LATEST, LOG_FILE,
                                           VALIDATION_FOLDER, apply_schedule_overrides)
 from autouad.training.fold_data import TrainingError
 from autouad.utils.console import tolerate_ascii_consoles
@@ -109,10 +109,11 @@ def check_output_folder(output: Path, request: TrainRequest) -> None:
         raise TrainingError(f"{output} already holds {', '.join(existing)}; use --continue to resume it or "
                             f"--overwrite to start again")
     elif existing:
-        for name in (CHECKPOINT_LATEST, CHECKPOINT_FINAL, CHECKPOINT_BEST, LOG_FILE, MODEL_FILE):
-            (output / name).unlink(missing_ok=True)
-        for path in output.glob("checkpoint_*.pt"):  # a method's own (ASC-Net's restarts), of the run overwritten
+        # every checkpoint of the run overwritten: latest, final, best and a method's own (ASC-Net's restarts)
+        for path in output.glob("checkpoint_*.pt"):
             path.unlink()
+        for name in (LOG_FILE, MODEL_FILE):
+            (output / name).unlink(missing_ok=True)
 
 
 def save_plans_copy(plans_path: Path, method_folder: Path) -> None:
