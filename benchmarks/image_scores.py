@@ -1,8 +1,9 @@
 """The image score a method's folds choose on their labelled validation images, against every image
 score on Kermany's 624 test X-rays (issue 26, point 4).
 
-For each method trained by ``benchmarks/quality.py`` in a work folder, the folds' fold-averaged maps
-of the test images are reduced by every image score (autouad.selection.image_scores); the table
+For each method trained by ``benchmarks/quality.py`` in a work folder, each fold's map of each test
+image is reduced by every image score (autouad.selection.image_scores) and the folds' scores are
+averaged, as autouad_predict scores an image; the table
 gives each score's AUROC on the test images beside its mean AUROC on the folds' validation images
 (Kermany's ``train`` folder, which the folds' calibration measured), the method's declared score
 and the one prediction uses (autouad.inference.predictor.folds_image_score). The choice reads the
