@@ -35,7 +35,8 @@ class HistogramEqualizationPlanner(AutoUADPlanner):
     Why: an X-ray's grey values carry no physical unit, and exposure and processing differ between
     acquisitions. On Kermany the normal test X-rays are brighter on average than the pneumonia ones
     (124.1 against 119.3 of 255), so brightness alone ranks the test images at AUROC 0.427, and a map
-    that follows brightness (ASC-Net's I_ro, r = 0.97) lands below chance (docs/results.md).
+    that followed brightness (ASC-Net's I_ro in the run of 2026-12-03, r = 0.97) landed below chance
+    (docs/results.md).
     Equalising removes the brightness and contrast of the image as a whole and keeps its structure.
     The liver paper does the same to its CT slices. Whether it helps a method is decided out of fold,
     so this is a variant and not the default:
