@@ -26,13 +26,12 @@ import torch
 from autouad import __version__
 from autouad.calibration.thresholds import THRESHOLD_FILE, CalibrationError, Threshold
 from autouad.planning.plans import Plans, PlansError
-from autouad.training.checkpoint import load_checkpoint
+from autouad.training.checkpoint import CHECKPOINT_FINAL, load_checkpoint
 from autouad.training.fold_data import TrainingError
 from autouad.utils.files import atomic_output, load_json
 
 MODEL_FILE = "model.pt"
 MODEL_FORMAT = "autouad-model-1"
-CHECKPOINT_FINAL = "checkpoint_final.pt"
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 

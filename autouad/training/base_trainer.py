@@ -35,7 +35,8 @@ import torch
 import torch.distributed as dist
 
 from autouad.planning.plans import GENERIC_SCHEDULE_KEYS, Plans, anomaly_intensity_sign
-from autouad.training.checkpoint import load_checkpoint, save_checkpoint
+from autouad.training.checkpoint import (CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, load_checkpoint,
+                                         save_checkpoint)
 from autouad.training.fold_data import FoldData, PreprocessedCase, TrainingError
 from autouad.training.logger import TrainingLog
 from autouad.training.sampling import PoolBatchLoader
@@ -44,9 +45,6 @@ from autouad.utils.imports import import_subclass
 from autouad.utils.machine import cpu_has_native_bf16, flush_denormals
 from autouad.utils.progress import progress
 
-CHECKPOINT_LATEST = "checkpoint_latest.pt"
-CHECKPOINT_FINAL = "checkpoint_final.pt"
-CHECKPOINT_BEST = "checkpoint_best.pt"
 LOG_FILE = "training_log.json"
 PROGRESS_PLOT = "progress.png"
 # progress.png is drawn at most this often, and always with the final checkpoint: a drawing takes

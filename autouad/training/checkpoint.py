@@ -13,6 +13,11 @@ import torch
 from autouad.training.fold_data import TrainingError
 from autouad.utils.files import atomic_output
 
+# a fold folder's checkpoints (the names the trainer writes and the model and the CLIs read)
+CHECKPOINT_LATEST = "checkpoint_latest.pt"
+CHECKPOINT_FINAL = "checkpoint_final.pt"
+CHECKPOINT_BEST = "checkpoint_best.pt"
+
 
 def save_checkpoint(state: dict, path: Path) -> None:
     with atomic_output(path) as tmp:
