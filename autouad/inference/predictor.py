@@ -354,8 +354,12 @@ class AnomalyPredictor:
         return [model.anomaly_maps(slices, self.batch_size).astype(np.float32) for model in self.models]
 
     def predict_maps(self, slices: np.ndarray) -> np.ndarray:
-        """(S, C, H, W) -> (S, H, W): the mean of the folds' anomaly maps."""
-        return mean_map(self.predict_fold_maps(slices))
+        """(S, C, H, W) -> (S, H, W): the mean of the folds' anomaly maps, summed one fold at a time
+        (for callers that need no fold's own map: two maps in memory, not one per fold)."""
+        total = 0.0
+        for model in self.models:
+            total = total + model.anomaly_maps(slices, self.batch_size).astype(np.float64)
+        return (total / len(self.models)).astype(np.float32)
 
     def masks(self, maps: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(masks before post-processing, masks after it or None) in slice space."""
