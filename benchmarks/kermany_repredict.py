@@ -11,8 +11,6 @@ Predictions go to <work>/predictions_repredicted/<method> (a finished method is 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 import time
@@ -21,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import KERMANY, METHODS, dataset_folder, model_folder  # noqa: E402  (after the sys.path lines)
+from quality import (KERMANY, METHODS, dataset_folder, machine_description,  # noqa: E402  (after the sys.path lines)
+                     predict_kermany_method)
 
 METRICS = ("auroc", "average_precision", "precision", "recall", "specificity", "f1")
 
@@ -35,13 +34,7 @@ def main(argv=None) -> int:
                                                                    "the new ones are shown beside")
     parser.add_argument("--results", type=Path, required=True)
     args = parser.parse_args(argv)
-    import torch
-
-    from autouad import api
-    from autouad.evaluation.evaluator import evaluate_folders
-    from autouad.inference.outputs import PREDICTIONS_FILE
     from autouad.utils.files import load_json, save_json
-    from autouad.utils.machine import processor_name
 
     work = args.work.resolve()
     raw = dataset_folder(work / "raw", KERMANY["id"])
@@ -49,21 +42,19 @@ def main(argv=None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1]).stdout.strip()
     record = load_json(args.results) if args.results.is_file() else {"rows": {}}
-    record.update(machine=f"{processor_name()}, {os.cpu_count()} cores, torch {torch.__version__}", commit=commit,
+    record.update(machine=machine_description(), commit=commit,
                   command="python " + " ".join([Path(__file__).name] + (argv if argv is not None else sys.argv[1:])))
     for method in args.methods:
         out = work / "predictions_repredicted" / method
         start = time.perf_counter()
-        api.predict(raw / "imagesTs", out, model_folder(work, KERMANY["id"], method), folds=args.folds)
-        image = evaluate_folders(raw / "dataset.json", out)["image"]
-        run = load_json(out / PREDICTIONS_FILE)
-        row = {"now": {k: image[k] for k in METRICS}, "image_score": run["image_score"],
+        image = predict_kermany_method(work, raw, method, args.folds, out)
+        row = {"now": {k: image[k] for k in METRICS}, "image_score": image["image_score"],
                "seconds": round(time.perf_counter() - start, 1), "measured": time.strftime("%Y-%m-%d %H:%M")}
         if method in before:
             row["before"] = {k: before[method].get(k) for k in METRICS}
         record["rows"][method] = row
         save_json(record, args.results)
-        print(f"{method} ({run['image_score']}): " + ", ".join(
+        print(f"{method} ({image['image_score']}): " + ", ".join(
             f"{k} {row['now'][k]:.3f}" + (f" (was {row['before'][k]:.3f})" if "before" in row else "")
             for k in METRICS), flush=True)
     return 0

@@ -344,12 +344,23 @@ def brats_auto(args, work: Path, results: "Results") -> dict:
             "wall_seconds": time.perf_counter() - start}
 
 
-def kermany(args, work: Path, results: "Results") -> None:
+def predict_kermany_method(work: Path, raw: Path, method: str, folds: list[int], out: Path) -> dict:
+    """Kermany's test X-rays predicted by ``method``'s trained ``folds`` in ``work`` into ``out``:
+    the image metrics against the labels, with the image score the folds chose and why."""
     from autouad import api
-    from autouad.evaluation.baselines import knn_baseline_predictions
     from autouad.evaluation.evaluator import evaluate_folders
     from autouad.inference.outputs import PREDICTIONS_FILE
     from autouad.utils.files import load_json
+
+    api.predict(raw / "imagesTs", out, model_folder(work, KERMANY["id"], method), folds=folds)
+    run = load_json(out / PREDICTIONS_FILE)
+    return dict(evaluate_folders(raw / "dataset.json", out)["image"], image_score=run["image_score"],
+                image_score_reason=run["image_score_reason"])
+
+
+def kermany(args, work: Path, results: "Results") -> None:
+    from autouad.evaluation.baselines import knn_baseline_predictions
+    from autouad.evaluation.evaluator import evaluate_folders
 
     raw = convert(KERMANY, work)
     labels = raw / "dataset.json"
@@ -363,13 +374,8 @@ def kermany(args, work: Path, results: "Results") -> None:
             # training images, whose validation maps every fold computes
             seconds = train_folds(work, KERMANY["id"], method, args.schedule, args.folds, None, args.settings,
                                   args.planner)
-            out = work / "predictions" / "kermany" / method
-            api.predict(raw / "imagesTs", out, model_folder(work, KERMANY["id"], method), folds=args.folds)
-            run = load_json(out / PREDICTIONS_FILE)
-            results.record("kermany", method, dict(evaluate_folders(labels, out)["image"],
-                                                   image_score=run["image_score"],
-                                                   image_score_reason=run["image_score_reason"],
-                                                   training_seconds=sum(seconds.values()),
+            row = predict_kermany_method(work, raw, method, args.folds, work / "predictions" / "kermany" / method)
+            results.record("kermany", method, dict(row, training_seconds=sum(seconds.values()),
                                                    wall_seconds=time.perf_counter() - start))
         except Exception as e:
             results.record("kermany", method, failed("kermany", method, e))
@@ -412,6 +418,15 @@ def strip_stamp(row: dict) -> dict:
     """A row without where and when it was measured: its figures, as the JSON file holds them (a
     (mean, std) tuple reads back as a list)."""
     return json.loads(json.dumps({k: v for k, v in row.items() if k not in ("machine", "measured")}))
+
+
+def machine_description() -> str:
+    """Where a figure was measured: processor, cores, torch threads and version, GPU or CPU only."""
+    import torch
+
+    from autouad.utils.machine import processor_name
+    return (f"{processor_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+            + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU only"))
 
 
 class Results:
@@ -532,13 +547,8 @@ def main(argv=None) -> int:
     work = (args.work or Path(f"autouad_quality_{args.schedule}")).resolve()
     for kind in ("raw", "preprocessed", "results"):
         (work / kind).mkdir(parents=True, exist_ok=True)
-    import torch
-
-    from autouad.utils.machine import processor_name
-    machine = (f"{processor_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
-               f"torch {torch.__version__}"
-               + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU only"))
-    results = Results((args.results or work / "quality.json").resolve(), args.schedule, args.folds, machine,
+    results = Results((args.results or work / "quality.json").resolve(), args.schedule, args.folds,
+                      machine_description(),
                       args.settings, args.planner)
     start, started = time.perf_counter(), time.time()
     for name, spec, run in (("brats", BRATS, brats), ("kermany", KERMANY, kermany)):
