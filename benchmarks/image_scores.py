@@ -46,8 +46,9 @@ def recalibrate_if_needed(work: Path, method: str, folds: list[int]) -> None:
                       preprocessed_folder=work / "preprocessed", results_folder=work / "results")
 
 
-def test_scores(predictor, images: Path) -> dict[str, dict[str, float]]:
-    """{image score: {case: score}} of the fold-averaged maps of every image in ``images``."""
+def fold_test_scores(predictor, images: Path) -> list[dict[str, dict[str, float]]]:
+    """Per fold, {image score: {case: that fold's score of its own map}} of every image in ``images``,
+    on the predictor's side."""
     from autouad.inference.inputs import find_input_cases
     from autouad.inference.predictor import folds_mean_image_score
     from autouad.selection.image_scores import IMAGE_SCORES
@@ -56,7 +57,7 @@ def test_scores(predictor, images: Path) -> dict[str, dict[str, float]]:
     cases, failed = find_input_cases(images, predictor.dataset.channel_names, None, predictor.plans.input_channels)
     if failed:
         raise SystemExit(f"{images}: cannot read {len(failed)} image(s), e.g. {next(iter(failed.values()))}")
-    scores: dict[str, dict[str, float]] = {how: {} for how in IMAGE_SCORES}
+    scores = [{how: {} for how in IMAGE_SCORES} for _ in predictor.models]
     with progress(total=len(cases), desc="test images", unit="image") as bar:
         for prepared, _ in predictor.prepared_chunks(cases, 256, failed):
             if not prepared:
@@ -64,12 +65,21 @@ def test_scores(predictor, images: Path) -> dict[str, dict[str, float]]:
             fold_maps = predictor.predict_fold_maps(np.concatenate([p.slices for p in prepared]))
             start = 0
             for case in prepared:
-                case_maps = [maps[start:start + len(case.slices)] for maps in fold_maps]
+                for fold, maps in enumerate(fold_maps):
+                    for how in IMAGE_SCORES:  # one fold's map: the mean over one fold is its own score
+                        scores[fold][how][case.name] = folds_mean_image_score(
+                            [maps[start:start + len(case.slices)]], case.region, how, predictor.side)
                 start += len(case.slices)
-                for how in IMAGE_SCORES:  # as autouad_predict scores: the mean of the folds' scores
-                    scores[how][case.name] = folds_mean_image_score(case_maps, case.region, how, predictor.side)
                 bar.update(1)
     return scores
+
+
+def test_scores(predictor, images: Path) -> dict[str, dict[str, float]]:
+    """{image score: {case: score}}: the mean of the folds' scores, as autouad_predict scores an image
+    (autouad.inference.predictor.folds_mean_image_score)."""
+    per_fold = fold_test_scores(predictor, images)
+    return {how: {case: float(np.mean([fold[how][case] for fold in per_fold])) for case in per_fold[0][how]}
+            for how in per_fold[0]}
 
 
 def method_row(work: Path, method: str, folds: list[int]) -> dict:
