@@ -38,8 +38,11 @@ class HistogramEqualizationPlanner(AutoUADPlanner):
     that followed brightness (ASC-Net's I_ro in the run of 2026-12-03, r = 0.97) landed below chance
     (docs/results.md).
     Equalising removes the brightness and contrast of the image as a whole and keeps its structure.
-    The liver paper does the same to its CT slices. Whether it helps a method is decided out of fold,
-    so this is a variant and not the default:
+    The liver paper does the same to its CT slices. Measured on Kermany (one `fast` run each,
+    2026-12-07, docs/results.md): HealthyGAN 0.745 -> 0.813 test AUROC, the VAE 0.669 -> 0.727,
+    ASC-Net no steadier (0.466). The folds' validation images (Kermany's `train` folder) lack the
+    test folder's brightness shift, so out-of-fold validation cannot tell that it helps (the VAE's
+    fell); it stays a variant until repeats confirm it:
 
         autouad_plan_and_preprocess -d 2 -m ascnet --planner autouad.planning.variants.HistogramEqualizationPlanner \
             --plans-name autouadPlans_ascnet_equalized
