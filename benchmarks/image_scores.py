@@ -49,15 +49,16 @@ def recalibrate_if_needed(work: Path, method: str, folds: list[int]) -> None:
 def fold_test_scores(predictor, images: Path) -> list[dict[str, dict[str, float]]]:
     """Per fold, {image score: {case: that fold's score of its own map}} of every image in ``images``,
     on the predictor's side."""
+    from autouad.calibration.thresholds import side_sign
     from autouad.inference.inputs import find_input_cases
-    from autouad.inference.predictor import folds_mean_image_score
-    from autouad.selection.image_scores import IMAGE_SCORES
+    from autouad.selection.image_scores import IMAGE_SCORES, image_score
     from autouad.utils.progress import progress
 
     cases, failed = find_input_cases(images, predictor.dataset.channel_names, None, predictor.plans.input_channels)
     if failed:
         raise SystemExit(f"{images}: cannot read {len(failed)} image(s), e.g. {next(iter(failed.values()))}")
     scores = [{how: {} for how in IMAGE_SCORES} for _ in predictor.models]
+    sign = side_sign(predictor.side)
     with progress(total=len(cases), desc="test images", unit="image") as bar:
         for prepared, _ in predictor.prepared_chunks(cases, 256, failed):
             if not prepared:
@@ -66,9 +67,9 @@ def fold_test_scores(predictor, images: Path) -> list[dict[str, dict[str, float]
             start = 0
             for case in prepared:
                 for fold, maps in enumerate(fold_maps):
-                    for how in IMAGE_SCORES:  # one fold's map: the mean over one fold is its own score
-                        scores[fold][how][case.name] = folds_mean_image_score(
-                            [maps[start:start + len(case.slices)]], case.region, how, predictor.side)
+                    case_map = sign * maps[start:start + len(case.slices)]
+                    for how in IMAGE_SCORES:
+                        scores[fold][how][case.name] = image_score(case_map, case.region, how)
                 start += len(case.slices)
                 bar.update(1)
     return scores
