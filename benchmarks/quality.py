@@ -548,8 +548,7 @@ def main(argv=None) -> int:
     for kind in ("raw", "preprocessed", "results"):
         (work / kind).mkdir(parents=True, exist_ok=True)
     results = Results((args.results or work / "quality.json").resolve(), args.schedule, args.folds,
-                      machine_description(),
-                      args.settings, args.planner)
+                      machine_description(), args.settings, args.planner)
     start, started = time.perf_counter(), time.time()
     for name, spec, run in (("brats", BRATS, brats), ("kermany", KERMANY, kermany)):
         if name not in args.datasets:

@@ -40,9 +40,10 @@ class HistogramEqualizationPlanner(AutoUADPlanner):
     Equalising removes the brightness and contrast of the image as a whole and keeps its structure.
     The liver paper does the same to its CT slices. Measured on Kermany (`fast`, 2026-12-07,
     docs/results.md): the VAE's test AUROC 0.727 and 0.792 in two runs (0.654-0.686 without),
-    HealthyGAN 0.813 and 0.762 (0.745-0.804 without), ASC-Net no steadier (0.466). The folds' validation images (Kermany's `train` folder) lack the
-    test folder's brightness shift, so out-of-fold validation cannot tell that it helps (the VAE's
-    fell); it stays a variant until repeats confirm it:
+    HealthyGAN 0.813 and 0.762 (0.745-0.804 without), ASC-Net no steadier (0.466). The folds'
+    validation images (Kermany's `train` folder) lack the test folder's brightness shift, so
+    out-of-fold validation cannot tell that it helps (the VAE's fell); it stays a variant until
+    repeats confirm it:
 
         autouad_plan_and_preprocess -d 2 -m ascnet --planner autouad.planning.variants.HistogramEqualizationPlanner \
             --plans-name autouadPlans_ascnet_equalized
