@@ -1,20 +1,27 @@
-"""Would a side chosen per fold on its labelled validation images rescue a method whose folds flip?
-An analysis for issue 26 (ASC-Net on Kermany), not a pipeline feature.
+"""Does a side chosen per fold on its labelled validation images rescue a method whose folds flip?
+An analysis for issue 26 (ASC-Net on Kermany); its ``pipeline`` row measures the pipeline feature
+built from it.
 
 ASC-Net's I_ro falls into a few intensity clusters, and which cluster ends up brighter differs from
 run to run; on Kermany a fold's labelled validation images (the ``train`` folder) then rank
 pneumonia *below* normal by every image score (AUROC 0.21 for the mean in one fold of 2026-12-07)
 while the other fold ranks them above (0.72). The pipeline fixes the anomalous side once, from the
 fingerprint, for every fold. This script measures, on Kermany's 624 test X-rays, what each fold's
-own choice of (image score, side) by its validation AUROC would give:
+own choice of (image score, side) by its validation AUROC would give; here the "flipped" side is the
+score negated (AUROC 1 - a, no map recomputed), where the pipeline scores the negated map instead:
 
 * ``as_predicted``: the folds' mean score with the image score and side the pipeline chose (the
   benchmark's row, as a check);
 * per fold: the test AUROC of the fold's own validation-chosen (score, side);
 * ``folds_by_rank``: the folds' signed scores combined by the mean of their ranks over the test
   images. The ranks use no labels, but they read the whole test set at once, which a predictor that
-  scores one image at a time cannot: a pipeline feature would need a per-fold scale from the
-  validation images instead (not built).
+  scores one image at a time cannot;
+* ``pipeline``: what autouad_predict gives since 2026-12-07 (evening): each fold recalibrated from
+  its saved validation maps (autouad.calibration.thresholds.fold_threshold, in memory; the work
+  folder is not changed), so that it keeps its normal scale and, for ASC-Net, chooses its own score
+  and side (the other side: the scores of the negated map), and the test images predicted by
+  AnomalyPredictor.predict_folder (the folds' scaled scores averaged image by image,
+  autouad.inference.predictor.FoldImageScore).
 
 The choice reads only the validation AUROCs the folds' calibration stored in threshold.json; the
 test labels only score it.
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +48,19 @@ from quality import KERMANY, dataset_folder, machine_description, model_folder  
 
 def ranks(values: np.ndarray) -> np.ndarray:
     return np.argsort(np.argsort(values)) / max(len(values) - 1, 1)
+
+
+def recalibrated(work: Path, predictor):
+    """A predictor of the same folds, each recalibrated in memory from its saved validation maps."""
+    from autouad.calibration.thresholds import fold_threshold, load_validation_maps
+    from autouad.inference.predictor import AnomalyPredictor
+
+    for model in predictor.models:
+        fold_folder = model_folder(work, KERMANY["id"], model.method) / f"fold_{model.fold}"
+        cases = load_validation_maps(fold_folder, work / "preprocessed" / model.plans.dataset / model.plans.preprocessing.data_folder,
+                                     model.dataset.modality)
+        model.threshold = fold_threshold(fold_folder, model.plans, cases, model.trainer.histogram_range)
+    return AnomalyPredictor(predictor.models, source=predictor.source)
 
 
 def method_row(work: Path, method: str, folds: list[int]) -> dict:
@@ -76,6 +97,13 @@ def method_row(work: Path, method: str, folds: list[int]) -> dict:
             "test_auroc_declared_side": {h: roc_auc(vector(index, h), truth) for h in validation},
             "test_auroc_chosen": roc_auc(scored, truth)}
     row["folds_by_rank"] = {"test_auroc": roc_auc(np.mean(signed_ranks, axis=0), truth)}
+    pipeline = recalibrated(work, predictor)
+    with tempfile.TemporaryDirectory() as out:   # autouad_predict's own path, masks and all
+        predicted = pipeline.predict_folder(raw / "imagesTs", Path(out) / "predictions")["cases"]
+    scores = np.array([predicted[n]["score"] for n in names])
+    row["pipeline"] = {"image_score": pipeline.image_score, "reason": pipeline.image_score_reason,
+                       "image_threshold": pipeline.image_threshold, "test_auroc": roc_auc(scores, truth),
+                       "test_flagged": float(np.mean(scores >= pipeline.image_threshold))}
     row.update(test_images=len(names), seconds=round(time.perf_counter() - start, 1))
     return row
 
@@ -101,7 +129,8 @@ def main(argv=None) -> int:
         print(f"{method}: as predicted ({row['as_predicted']['image_score']}) {row['as_predicted']['test_auroc']:.3f}; "
               + "; ".join(f"fold {f}: {r['chosen']} {r['side']} (validation {r['chosen_validation_auroc']:.3f}) "
                           f"test {r['test_auroc_chosen']:.3f}" for f, r in row["folds"].items())
-              + f"; folds by rank {row['folds_by_rank']['test_auroc']:.3f}", flush=True)
+              + f"; folds by rank {row['folds_by_rank']['test_auroc']:.3f}"
+              + f"; pipeline ({row['pipeline']['image_score']}) {row['pipeline']['test_auroc']:.3f}", flush=True)
     return 0
 
 

@@ -14,7 +14,7 @@ from autouad.cli.predict import main as predict_main
 from autouad.cli.summarize import main as summarize_main
 from autouad.cli.train import main as train_main
 from autouad.inference.inputs import InputCase
-from autouad.inference.predictor import AnomalyPredictor
+from autouad.inference.predictor import AnomalyPredictor, FoldImageScore
 from autouad.model import MODEL_FILE, AnomalyModel
 from autouad.utils.files import load_json, load_npy
 from tests.conftest import write_xray_dataset
@@ -129,7 +129,7 @@ def test_image_score_of_several_folds_is_the_mean_of_their_scores(env, tmp_path)
     other.fold = 1
     other.save(model / "fold_1" / MODEL_FILE)
     both = AnomalyPredictor.from_folder(model, None, "cpu")
-    both.image_score = "top_k_mean"
+    both.fold_image_scores = [FoldImageScore("top_k_mean", both.side)] * 2   # raw scores, to compare
     first = both.models[1].anomaly_maps
     both.models[1].anomaly_maps = lambda slices, batch: np.roll(first(slices, batch), 7, axis=-1)  # peaks elsewhere
     raw = raw_folder(env)
@@ -143,7 +143,7 @@ def test_image_score_of_several_folds_is_the_mean_of_their_scores(env, tmp_path)
     prediction = both.result(prepared, fold_maps)
     assert prediction.score == pytest.approx(np.mean(scores))
     # the mean of the map is linear: both ways agree
-    both.image_score = "mean"
+    both.fold_image_scores = [FoldImageScore("mean", both.side)] * 2
     assert both.result(prepared, fold_maps).score == pytest.approx(
         image_score(both.predict_maps(prepared.slices), prepared.region, "mean"), rel=1e-5)
 
@@ -250,8 +250,11 @@ def test_two_dimensional_images_get_scores_and_image_level_metrics(autouad_env, 
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["case"] for r in rows] == [f"test_{i:02d}" for i in range(6)]
-    assert all(r["decision"] in ("0", "1") and float(r["threshold"]) == pytest.approx(threshold["image"]["value"], rel=1e-5)
-               for r in rows)
+    # the fold's scores on its normal scale: 0 its median normal validation image, 1 its image cut
+    assert all(r["decision"] in ("0", "1") and float(r["threshold"]) == pytest.approx(1.0) for r in rows)
+    scale = load_json(out / "predictions.json")["fold_image_scores"]["0"]
+    assert scale["center"] == pytest.approx(threshold["image"]["normal_median"])
+    assert scale["center"] + scale["scale"] == pytest.approx(threshold["image"]["value"])
     assert all(int(r["decision"]) == (float(r["score"]) >= float(r["threshold"])) for r in rows)
     mask = sitk.ReadImage(str(out / "test_00.png"))
     assert mask.GetSize() == (64, 64)
@@ -287,3 +290,69 @@ def test_folds_choose_one_image_score_from_their_mean_validation_auroc():
     old = fold(0, {"mean": 0.4, "max_mean_filtered": 0.5, "top_k_mean": 0.8})
     del old.threshold.image["by_image_score"]
     assert folds_image_score([old])[0] == "mean" and old.threshold.image_cut("top_k_mean") is None
+
+
+def scaled_fold(method, number, aurocs, own="mean", side="above", image_side=None, median=0.0, direction=None):
+    """A stand-in fold whose image cut of each score is its index + 1, its opposite percentile
+    ``median - 1`` and whose normal median is ``median``, as calibration keeps them."""
+    from types import SimpleNamespace
+
+    from autouad.calibration.thresholds import Threshold
+    by_score = {how: {"value": float(i + 1), "normal_median": median, "opposite_value": median - 1.0,
+                      "validation_auroc": a} for i, (how, a) in enumerate(aurocs.items())}
+    image = {"image_score": own, "declared_image_score": "mean", "value": by_score[own]["value"],
+             "by_image_score": by_score, "image_score_reason": f"{own} (stand-in)"}
+    if image_side is not None:   # the other side's scores: the median turns over, the cuts are 10 + index
+        image.update(side=image_side, side_reason=f"{image_side} (stand-in)", other_side_by_image_score={
+            how: {"value": 10.0 + i, "normal_median": -median, "validation_auroc": 1 - a}
+            for i, (how, a) in enumerate(aurocs.items())})
+    if direction is not None:
+        image["direction"] = direction
+    return SimpleNamespace(method=method, fold=number, threshold=Threshold(0.5, side, "normal_percentile", image=image))
+
+
+def test_folds_of_a_map_with_no_fixed_side_score_images_each_their_own_way_on_one_scale():
+    """ASC-Net's folds may disagree on which side of I_ro the anomalies lie: each scores images with
+    its own (score, side, direction), scaled so that its median normal image is 0 and its cut 1, and
+    the scaled scores are averaged."""
+    from autouad.inference.predictor import fold_image_scores, folds_scaled_image_score
+    from autouad.selection.image_scores import image_score
+
+    aurocs = {"mean": 0.3, "max_mean_filtered": 0.5, "top_k_mean": 0.7}
+    models = [scaled_fold("ascnet", 0, aurocs, own="top_k_mean", image_side="above", median=0.5),
+              scaled_fold("ascnet", 1, aurocs, own="mean", image_side="below", median=0.5),
+              scaled_fold("ascnet", 2, aurocs, own="mean", image_side="above", median=0.5, direction="lower")]
+    scores, how, why = fold_image_scores(models)
+    assert how == ("per fold: fold 0 top_k_mean (above, higher), fold 1 mean (below, higher), "
+                   "fold 2 mean (above, lower)") and "fold 1: mean (stand-in)" in why
+    # fold 0 on the map's side: median 0.5, cut 3 (top_k_mean's); fold 1 on the other: median -0.5, cut 10
+    assert (scores[0].center, scores[0].scale) == (0.5, 2.5)
+    assert (scores[1].center, scores[1].scale) == (-0.5, 10.5)
+    # fold 2 reads the mean the other way: median -0.5, cut -(0.5 - 1) = 0.5
+    assert (scores[2].center, scores[2].scale) == (-0.5, 1.0)
+    assert [s.scaled_cut for s in scores] == [1.0, 1.0, 1.0]
+    rng = np.random.default_rng(0)
+    maps, region = [rng.random((1, 16, 16)) for _ in range(3)], np.ones((1, 16, 16), bool)
+    expected = np.mean([(image_score(maps[0], region, "top_k_mean") - 0.5) / 2.5,
+                        (image_score(-maps[1], region, "mean") + 0.5) / 10.5,
+                        (-image_score(maps[2], region, "mean") + 0.5) / 1.0])
+    assert folds_scaled_image_score(maps, region, scores) == pytest.approx(expected)
+    # a method whose side is fixed keeps one score and the map's side, still on each fold's scale
+    fixed = [scaled_fold("twophase", 0, aurocs, own="top_k_mean", image_side="below", median=0.5, direction="lower"),
+             scaled_fold("twophase", 1, aurocs, median=0.0)]
+    scores, how, _ = fold_image_scores(fixed)
+    assert how == "top_k_mean" and {(s.side, s.direction) for s in scores} == {("above", "higher")}
+    assert [(s.center, s.scale) for s in scores] == [(0.5, 2.5), (0.0, 3.0)]
+
+
+def test_folds_calibrated_before_they_kept_a_scale_are_averaged_raw():
+    from autouad.inference.predictor import fold_image_scores
+
+    aurocs = {"mean": 0.6, "max_mean_filtered": 0.5, "top_k_mean": 0.5}
+    old, new = scaled_fold("twophase", 0, aurocs), scaled_fold("twophase", 1, aurocs, median=0.2)
+    for entry in old.threshold.image["by_image_score"].values():
+        del entry["normal_median"]
+    scores, how, why = fold_image_scores([old, new])
+    assert how == "mean" and "raw scores" in why
+    assert all(not s.scaled and (s.center, s.scale) == (0.0, 1.0) for s in scores)
+    assert [s.scaled_cut for s in scores] == [1.0, 1.0]   # each fold's raw cut (mean's: index 0 + 1)

@@ -157,6 +157,57 @@ def test_image_score_stays_the_declared_one_when_fixed_or_unmeasurable():
     assert "too few labelled validation images" in image["image_score_reason"]
 
 
+def test_image_side_is_chosen_per_fold_only_where_the_method_allows_it():
+    """Images whose anomalies are a *dark* spot, on a map whose declared side is above: no score
+    ranks them above normal there. A method whose side is not fixed (ASC-Net) turns to the other
+    side; any other keeps the map's. The cut and the median are those of the signed scores."""
+    rng = np.random.default_rng(9)
+    cases = []
+    for i in range(40):
+        anomalous_image = i >= 20
+        maps = rng.uniform(0.4, 0.6, (1, 32, 32)).astype(np.float32)
+        if anomalous_image:
+            maps[0, 10:13, 10:13] = 0.0
+        cases.append(case_maps(f"img{i}", maps, np.ones((1, 32, 32), bool), None, [not anomalous_image], is_2d=True,
+                               role="unlabeled" if anomalous_image else "normal", label=int(anomalous_image)))
+    settings = {"strategy": "normal_percentile", "percentile": 99.0}
+    kept = calibrate(settings, cases, None).image
+    assert kept["side"] == "above" and max(r["validation_auroc"] for r in kept["by_image_score"].values()) < 0.6
+    turned = calibrate(settings, cases, None, image_side_from_validation=True)
+    image = turned.image
+    assert image["side"] == "below" and turned.image_side == "below" and "below side" in image["side_reason"]
+    chosen = image["image_score"]
+    assert image["other_side_by_image_score"][chosen]["validation_auroc"] == 1.0   # the dark spot itself
+    signed = np.array([image_score(-maps, c.region, chosen) for c, maps in cases[:20]])
+    assert image["value"] == pytest.approx(np.percentile(signed, 95.0))
+    assert image["normal_median"] == pytest.approx(np.median(signed))
+    assert turned.image_scale(chosen, "below") == pytest.approx((np.median(signed), np.percentile(signed, 95.0)))
+    assert score_fold(cases, turned, None)["image"]["auroc"] == 1.0   # scored on the chosen side
+    assert image["direction"] == "higher"
+
+
+def test_image_direction_is_chosen_where_a_lower_score_is_more_anomalous():
+    """Anomalous images darker as a whole on a map whose side is above: their mean is *lower*. A map
+    with no fixed side reads it that way; the median and cut are those of the negated scores."""
+    rng = np.random.default_rng(10)
+    cases = []
+    for i in range(40):
+        anomalous_image = i >= 20
+        maps = rng.uniform(0.4, 0.6, (1, 16, 16)).astype(np.float32) - (0.05 if anomalous_image else 0.0)
+        cases.append(case_maps(f"img{i}", maps, np.ones((1, 16, 16), bool), None, [not anomalous_image], is_2d=True,
+                               role="unlabeled" if anomalous_image else "normal", label=int(anomalous_image)))
+    threshold = calibrate({"strategy": "normal_percentile", "percentile": 99.0}, cases, None,
+                          image_side_from_validation=True)
+    image = threshold.image
+    assert (image["image_score"], image["side"], image["direction"]) == ("mean", "above", "lower")
+    assert threshold.image_direction == "lower" and "lower more anomalous" in image["side_reason"]
+    normal = np.array([image_score(maps, c.region, "mean") for c, maps in cases[:20]])
+    assert threshold.image_scale("mean", "above", "lower") == pytest.approx((-np.median(normal),
+                                                                            -np.percentile(normal, 5.0)))
+    assert image["value"] == pytest.approx(-np.percentile(normal, 5.0))
+    assert score_fold(cases, threshold, None)["image"]["auroc"] == 1.0
+
+
 def test_plans_know_every_image_score():
     import typing
     from autouad.planning.plans import ThresholdPlan

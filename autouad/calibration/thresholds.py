@@ -35,7 +35,20 @@ mean-filtered map) and the cut is a percentile of the normal validation images' 
 percentile for image-level tasks, 95 otherwise). The cut is computed for every image score; where
 the fold's validation images carry labels, each score's AUROC on them is kept beside its cut and
 the fold uses the declared score unless another ranks them clearly better (``choose_image_score``).
-The plans' ``threshold.image_score`` fixes the score instead.
+The plans' ``threshold.image_score`` fixes the score instead. Beside each cut the fold keeps the
+median of its normal images' scores, so that prediction can put folds on one scale
+(autouad.inference.predictor.FoldImageScore).
+
+A method whose map side is not fixed by its construction (``anomalous_side="polarity"``: ASC-Net's
+I_ro, whose intensity clusters can come out in either order) may also have the *image-level*
+orientation chosen per fold on its labelled validation images. Every score is measured on the
+negated map too (the top 1 % of -map is the darkest 1 % of the map: ``image["side"]``), and each in
+both directions (``image["direction"]``, ``lower``: a lower score is more anomalous), since the
+clusters are not ordered by abnormality: pneumonia may pull an image's brightest 1 % down as well as
+up. Where one of these ranks the images clearly better than the declared orientation (by more than
+SWITCH_MARGIN AUROC), the fold uses it. On Kermany two ASC-Net folds of one run ranked pneumonia
+above and below normal (validation AUROC 0.72 and 0.21), which the shared orientation turned into a
+test AUROC of 0.47 (docs/results.md). The pixel cut keeps the plans' side.
 """
 from __future__ import annotations
 
@@ -126,6 +139,22 @@ def normal_percentile_threshold(normal_values: np.ndarray, percentile: float, si
     return float(sign * np.percentile(sign * values, percentile))
 
 
+def direction_sign(direction: str) -> float:
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"image score direction must be 'higher' or 'lower', not {direction!r}")
+    return 1.0 if direction == "higher" else -1.0
+
+
+def image_scale_of(entry: dict, direction: str) -> tuple[float, float] | None:
+    """(median, cut) of a ``by_image_score`` entry's normal images, in ``direction``: ``lower``
+    negates the scores, so the median turns over and the cut is the negated opposite percentile."""
+    if direction_sign(direction) > 0:
+        return float(entry["normal_median"]), float(entry["value"])
+    if "opposite_value" not in entry:
+        return None
+    return -float(entry["normal_median"]), -float(entry["opposite_value"])
+
+
 # ---- the calibrated cut as a value ---------------------------------------------------------------------
 @dataclass
 class Threshold:
@@ -143,6 +172,17 @@ class Threshold:
     def image_value(self) -> float | None:
         return None if self.image is None else float(self.image["value"])
 
+    @property
+    def image_side(self) -> str:
+        """The side images are scored on: the fold's own choice where it made one, else the map's."""
+        return (self.image or {}).get("side") or self.anomalous_side
+
+    @property
+    def image_direction(self) -> str:
+        """``higher`` (a higher image score is more anomalous, as for every map with a fixed side) or
+        ``lower`` (the fold's own choice; module docstring)."""
+        return (self.image or {}).get("direction") or "higher"
+
     def image_cut(self, how: str) -> float | None:
         """The image-level cut for the image score ``how``: the fold's own when it used ``how``, else
         the one calibrated beside it (None where the fold measured only its own, as before image
@@ -153,6 +193,16 @@ class Threshold:
             return float(self.image["value"])
         other = (self.image.get("by_image_score") or {}).get(how)
         return None if other is None else float(other["value"])
+
+    def image_scale(self, how: str, side: str, direction: str = "higher") -> tuple[float, float] | None:
+        """(median, cut) of the normal validation images' ``how`` scores of maps signed by ``side``,
+        negated where ``direction`` is ``lower``; None where the fold did not keep them (calibrated
+        before folds were put on one scale, or that orientation not measured)."""
+        key = "by_image_score" if side_sign(side) == side_sign(self.anomalous_side) else "other_side_by_image_score"
+        entry = ((self.image or {}).get(key) or {}).get(how)
+        if entry is None or "normal_median" not in entry:
+            return None
+        return image_scale_of(entry, direction)
 
     def to_record(self) -> dict:
         """threshold.json's content (flat, as autouad has always written it)."""
@@ -244,10 +294,13 @@ def normal_pixel_values(cases: list[CaseMaps]) -> np.ndarray:
 
 # ---- calibration of a fold -------------------------------------------------------------------------
 def calibrate(plan, cases: list[CaseMaps], histogram_range: tuple[float, float] | None,
-              image_percentile: float | None = None, image_score: str = "mean") -> Threshold:
+              image_percentile: float | None = None, image_score: str = "mean",
+              image_side_from_validation: bool = False) -> Threshold:
     """The threshold of the plans' strategy (``plans.threshold``, a ThresholdPlan or its dict) from
     a fold's validation cases and maps; the label-free percentile when the strategy cannot be
-    read off this data (the reason is kept in ``details["fallback_reason"]``)."""
+    read off this data (the reason is kept in ``details["fallback_reason"]``).
+    ``image_side_from_validation``: the image-level side and direction may be chosen on the
+    labelled validation images (methods whose map side is ``polarity``; module docstring)."""
     settings = plan if isinstance(plan, dict) else {k: v for k, v in vars(plan).items() if v is not None}
     name = settings["strategy"]
     if name not in STRATEGIES:
@@ -268,49 +321,107 @@ def calibrate(plan, cases: list[CaseMaps], histogram_range: tuple[float, float] 
     if cases and all(case.is_2d for case, _ in cases):
         threshold.image = calibrate_image_threshold(cases, side, image_percentile or IMAGE_PERCENTILE,
                                                     settings.get("image_score") or image_score,
-                                                    fixed=bool(settings.get("image_score")))
+                                                    fixed=bool(settings.get("image_score")),
+                                                    either_side=image_side_from_validation)
     return threshold
 
 
 def calibrate_image_threshold(cases: list[CaseMaps], side: str, percentile: float, declared: str = "mean",
-                              fixed: bool = False) -> dict:
+                              fixed: bool = False, either_side: bool = False) -> dict:
     """Image-level cut for 2D datasets: a percentile of the normal validation images' scores, for
-    each image score (autouad.selection.image_scores) with its AUROC on the labelled validation
-    images where there are enough of both kinds; the score used is ``declared`` (the method's),
-    unless ``fixed`` is False and choose_image_score prefers another."""
+    each image score (autouad.selection.image_scores) with the median of the normal images' scores
+    (FoldImageScore's scale) and its AUROC on the labelled validation images where there are enough
+    of both kinds; the score used is ``declared`` (the method's), unless ``fixed`` is False and
+    choose_image_score prefers another. ``either_side``: the scores of the map's other side are
+    measured too (``other_side_by_image_score``), both directions of every score are kept
+    (``opposite_value``, the opposite percentile), and all are candidates (choose_image_orientation)."""
     from autouad.evaluation.metrics import roc_auc
     from autouad.selection.image_scores import IMAGE_SCORES, MIN_IMAGES_PER_CLASS, choose_image_score, image_score
-    sign = side_sign(side)
     normal = np.array([case.is_reference.all() for case, _ in cases])
     if not normal.any():
         raise CalibrationError("no normal validation images to calibrate the image-level threshold on")
     labels = np.array([-1 if case.label is None else case.label for case, _ in cases])
     known = labels >= 0
     measurable = min(np.count_nonzero(labels == 0), np.count_nonzero(labels == 1)) >= MIN_IMAGES_PER_CLASS
-    by_score = {}
-    for how in IMAGE_SCORES:
-        scores = np.array([image_score(sign * maps, case.region, how) for case, maps in cases])
-        by_score[how] = {"value": float(np.percentile(scores[normal], percentile)),
-                         "validation_auroc": roc_auc(scores[known], labels[known]) if measurable else None}
+
+    def measured(on_side: str) -> dict:
+        sign = side_sign(on_side)
+        by_score = {}
+        for how in IMAGE_SCORES:
+            scores = np.array([image_score(sign * maps, case.region, how) for case, maps in cases])
+            by_score[how] = {"value": float(np.percentile(scores[normal], percentile)),
+                             "normal_median": float(np.median(scores[normal])),
+                             "validation_auroc": roc_auc(scores[known], labels[known]) if measurable else None}
+            if either_side:
+                by_score[how]["opposite_value"] = float(np.percentile(scores[normal], 100 - percentile))
+        return by_score
+
+    other = "below" if side == "above" else "above"
+    by_side = {side: measured(side), **({other: measured(other)} if either_side else {})}
+    by_score = by_side[side]
     if fixed:
         chosen, reason = declared, f"{declared}, set in the plans (threshold.image_score)"
     else:
         chosen, reason = choose_image_score({h: r["validation_auroc"] for h, r in by_score.items()}, declared)
-    return {"strategy": "normal_percentile", "percentile": percentile, "image_score": chosen,
-            "image_score_reason": reason, "declared_image_score": declared, "image_score_fixed": fixed,
-            "score": f"{chosen} of the map inside the region", "value": by_score[chosen]["value"],
-            "normal_images": int(normal.sum()), "labelled_images": int(known.sum()), "by_image_score": by_score,
-            "how": f"the {percentile:g}th percentile of the scores of normal validation images (label-free)"}
+    image_side, direction, side_reason = side, "higher", "the map's anomalous side, higher scores more anomalous"
+    if either_side:
+        validation = {(h, s, d): None if by_side[s][h]["validation_auroc"] is None
+                      else (by_side[s][h]["validation_auroc"] if d == "higher" else 1 - by_side[s][h]["validation_auroc"])
+                      for h in ([chosen] if fixed else IMAGE_SCORES) for s in by_side for d in ("higher", "lower")}
+        (chosen, image_side, direction), side_reason = choose_image_orientation(validation, (chosen, side, "higher"))
+    center, cut = image_scale_of(by_side[image_side][chosen], direction)
+    record = {"strategy": "normal_percentile", "percentile": percentile, "image_score": chosen,
+              "image_score_reason": reason, "declared_image_score": declared, "image_score_fixed": fixed,
+              "side": image_side, "direction": direction, "side_reason": side_reason,
+              "score": f"{chosen} of the map inside the region, signed so that {image_side} is anomalous"
+                       + (", negated" if direction == "lower" else ""),
+              "value": cut, "normal_median": center,
+              "normal_images": int(normal.sum()), "labelled_images": int(known.sum()), "by_image_score": by_score,
+              "how": f"the {percentile:g}th percentile of the scores of normal validation images (label-free)"}
+    if either_side:
+        record["other_side_by_image_score"] = by_side[other]
+    return record
+
+
+def choose_image_orientation(validation_auroc: dict[tuple[str, str, str], float | None],
+                             declared: tuple[str, str, str]) -> tuple[tuple[str, str, str], str]:
+    """((image score, side, direction), why) for a map whose side is not fixed by its method, from the
+    AUROC of each orientation on the labelled validation images: ``declared`` (the score chosen on
+    the map's side, higher more anomalous) unless another ranks them better by more than
+    SWITCH_MARGIN."""
+    from autouad.selection.image_scores import SWITCH_MARGIN
+    measured = {k: float(a) for k, a in validation_auroc.items() if a is not None and np.isfinite(a)}
+
+    def words(key: tuple[str, str, str]) -> str:
+        how, side, direction = key
+        return f"{how} of the map's {side} side, {direction} more anomalous"
+
+    if declared not in measured:
+        return declared, f"{words(declared)} (too few labelled validation images to compare orientations)"
+    best = max(measured, key=measured.get)
+    if measured[best] > measured[declared] + SWITCH_MARGIN:
+        return best, (f"{words(best)}: the labelled validation images rank it at AUROC {measured[best]:.3f}, "
+                      f"{words(declared)} at {measured[declared]:.3f}")
+    return declared, (f"{words(declared)}: AUROC {measured[declared]:.3f} on the labelled validation images, no "
+                      f"other orientation better by more than {SWITCH_MARGIN}")
+
+
+def fold_threshold(fold_folder: Path, plans, cases: list[CaseMaps],
+                   histogram_range: tuple[float, float] | None) -> Threshold:
+    """The threshold of a trained fold from its validation cases (load_validation_maps), with the
+    plans' and the method's settings."""
+    from autouad.methods.registry import get_method
+    image_percentile = plans.threshold.percentile if plans.task == "image" else None
+    method = get_method(plans.method)
+    threshold = calibrate(plans.threshold, cases, histogram_range, image_percentile, method.image_score,
+                          image_side_from_validation=method.anomalous_side == "polarity")
+    threshold.details.update(fold=int(Path(fold_folder).name.split("_")[-1]), plans_name=plans.plans_name)
+    return threshold
 
 
 def calibrate_fold(fold_folder: Path, plans, cases: list[CaseMaps],
                    histogram_range: tuple[float, float] | None) -> Threshold:
-    """Calibrate a trained fold on its validation cases (load_validation_maps) and write
-    ``threshold.json`` into the fold's folder."""
-    from autouad.methods.registry import get_method
-    image_percentile = plans.threshold.percentile if plans.task == "image" else None
-    threshold = calibrate(plans.threshold, cases, histogram_range, image_percentile,
-                          get_method(plans.method).image_score)
-    threshold.details.update(fold=int(Path(fold_folder).name.split("_")[-1]), plans_name=plans.plans_name)
+    """Calibrate a trained fold (fold_threshold) and write ``threshold.json`` into its folder."""
+    threshold = fold_threshold(fold_folder, plans, cases, histogram_range)
     save_json(threshold.to_record(), Path(fold_folder) / THRESHOLD_FILE)
     return threshold

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autouad.calibration.thresholds import CaseMaps, Threshold, anomalous, side_sign
+from autouad.calibration.thresholds import CaseMaps, Threshold, anomalous, direction_sign, side_sign
 from autouad.selection.image_scores import image_score
 from autouad.evaluation.metrics import undefined_to_none
 from autouad.evaluation.scoring import CaseOutcome, score_cases
@@ -31,7 +31,8 @@ def case_outcome(case, maps: np.ndarray, threshold: Threshold, postprocessing) -
                           mask_without_postprocessing=raw if pp else None, map=maps, region=region)
     if threshold.image is not None and case.is_2d and case.label is not None:
         how = threshold.image.get("image_score", "mean")
-        score = image_score(side_sign(threshold.anomalous_side) * maps, region, how)
+        score = direction_sign(threshold.image_direction) * image_score(side_sign(threshold.image_side) * maps,
+                                                                        region, how)
         outcome.label, outcome.score, outcome.decision = case.label, score, int(score >= threshold.image_value)
     return outcome
 

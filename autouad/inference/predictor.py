@@ -32,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from autouad.calibration.thresholds import anomalous, side_sign
+from autouad.calibration.thresholds import anomalous, direction_sign, side_sign
 from autouad.dataset.raw_dataset import CaseFiles
 from autouad.dataset.validation import LoadedCase, case_from_images, load_case
 from autouad.inference.inputs import InputCase, find_input_cases
@@ -86,6 +86,54 @@ def mean_map(fold_maps: list[np.ndarray]) -> np.ndarray:
     return np.mean(np.stack(fold_maps), axis=0, dtype=np.float64).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class FoldImageScore:
+    """How one fold's map becomes its share of an image's score: the image score ``how`` of the map
+    signed by ``side`` (higher is more anomalous on that side), negated where ``direction`` is
+    ``lower``, on the fold's normal scale, (score - center) / scale.
+
+    With the median of the fold's normal validation images as ``center`` and its image cut minus that
+    median as ``scale``, 0 is a typical normal image and 1 the fold's cut, whatever the fold's map
+    range, image score or side; the folds' scaled scores are averaged image by image and the mean of
+    their cuts is 1. Folds calibrated before they kept that scale have ``center`` 0 and ``scale`` 1:
+    their raw scores are averaged and cut at the mean of their cuts, as before."""
+    how: str
+    side: str
+    direction: str = "higher"
+    center: float = 0.0
+    scale: float = 1.0
+    cut: float | None = None      # the fold's image cut on its raw score; None without an image cut
+    scaled: bool = False          # center and scale are the fold's normal scale (else 0 and 1: raw)
+
+    @classmethod
+    def of_fold(cls, threshold, how: str, side: str, direction: str = "higher") -> "FoldImageScore":
+        """The fold's scale where its calibration kept one, else its raw score."""
+        scale = threshold.image_scale(how, side, direction)
+        if scale is None:
+            return cls(how, side, direction, cut=threshold.image_cut(how))
+        center, cut = scale
+        # a fold whose normal images all score alike has no spread to scale by: its score is only shifted
+        spread = cut - center if cut - center > 1e-12 * max(1.0, abs(center)) else 1.0
+        return cls(how, side, direction, center, spread, cut, scaled=True)
+
+    @property
+    def scaled_cut(self) -> float | None:
+        return None if self.cut is None else (self.cut - self.center) / self.scale
+
+    def __call__(self, maps: np.ndarray, region: np.ndarray) -> float:
+        raw = direction_sign(self.direction) * image_score(side_sign(self.side) * maps, region, self.how)
+        return (raw - self.center) / self.scale
+
+
+def folds_scaled_image_score(fold_maps: list[np.ndarray], region: np.ndarray,
+                             scores: list[FoldImageScore]) -> float:
+    """The mean of the folds' scaled image scores, each of its own map (folds_mean_image_score's
+    reasoning: the folds' peaks do not coincide)."""
+    if not fold_maps or not len(fold_maps[0]):
+        return 0.0
+    return float(np.mean([score(maps, region) for score, maps in zip(scores, fold_maps)]))
+
+
 def folds_mean_image_score(fold_maps: list[np.ndarray], region: np.ndarray, how: str, side: str) -> float:
     """The mean of the folds' image scores, each of its own map.
 
@@ -94,10 +142,7 @@ def folds_mean_image_score(fold_maps: list[np.ndarray], region: np.ndarray, how:
     map than the mean of the folds' scores, since the folds' peaks do not coincide; the mean of the
     folds' cuts would then flag too few images. The mean of the folds' scores has the cuts' scale
     (for the mean of the map both ways give the same number)."""
-    if not fold_maps or not len(fold_maps[0]):
-        return 0.0
-    sign = side_sign(side)
-    return float(np.mean([image_score(sign * maps, region, how) for maps in fold_maps]))
+    return folds_scaled_image_score(fold_maps, region, [FoldImageScore(how, side)] * len(fold_maps))
 
 
 def write_prediction(prediction: Prediction, inputs: list[str], ending: str | None, output: Path,
@@ -228,6 +273,40 @@ def folds_image_score(models: list) -> tuple[str, str]:
     return how, images[0].get("image_score_reason") or f"{how}, what fold {models[0].fold}'s image cut was calibrated with"
 
 
+def fold_image_scores(models: list) -> tuple[list[FoldImageScore], str, str]:
+    """(each fold's FoldImageScore, the image score in words, why) for ``models``' folds.
+
+    A method whose map side is fixed scores every fold with one image score (folds_image_score) on
+    the map's side. A method whose side is not (``anomalous_side="polarity"``, ASC-Net) scores each
+    fold with the score, side and direction its own labelled validation images chose
+    (autouad.calibration.thresholds.choose_image_orientation), where every fold made that choice:
+    its folds' intensity clusters can come out in either order, so the folds may disagree."""
+    from autouad.methods.registry import get_method
+    images = [m.threshold.image for m in models]
+    own = (get_method(models[0].method).anomalous_side == "polarity"
+           and all(image is not None and "side" in image for image in images))
+    if not own:
+        how, why = folds_image_score(models)
+        scores = [FoldImageScore.of_fold(m.threshold, how, m.threshold.anomalous_side) for m in models]
+        if any(s.scaled for s in scores) and not all(s.scaled for s in scores):
+            # some folds were calibrated before folds kept a normal scale: raw scores for all
+            scores = [FoldImageScore(how, s.side, cut=m.threshold.image_cut(how)) for m, s in zip(models, scores)]
+            why += " (raw scores: some folds were calibrated before folds kept a normal scale)"
+        return scores, how, why
+    # (a fold that chose its orientation kept its scale: calibration writes both at once)
+    scores = [FoldImageScore.of_fold(m.threshold, m.threshold.image["image_score"], m.threshold.image_side,
+                                     m.threshold.image_direction) for m in models]
+    if len({(s.how, s.side, s.direction) for s in scores}) == 1 and scores[0].direction == "higher":
+        how = scores[0].how
+    else:
+        how = "per fold: " + ", ".join(f"fold {m.fold} {s.how} ({s.side}, {s.direction})"
+                                       for m, s in zip(models, scores))
+    why = "each fold's own choice on its labelled validation images, the map's side not being fixed: " + "; ".join(
+        f"fold {m.fold}: {m.threshold.image['image_score_reason']}; side {m.threshold.image['side_reason']}"
+        for m in models)
+    return scores, how, why
+
+
 def choose_device(requested: str | None) -> str:
     if requested in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -261,9 +340,11 @@ class AnomalyPredictor:
         self.side = sides.pop()
         # One cut for the fold-averaged map: the mean of the folds' cuts (identical for one fold).
         self.threshold = float(np.mean([m.threshold.value for m in models]))
-        self.image_score, self.image_score_reason = folds_image_score(models)
-        image = [m.threshold.image_cut(self.image_score) for m in models]
-        self.image_threshold = float(np.mean(image)) if all(v is not None for v in image) else None
+        # Images: each fold's score on its own normal scale, averaged, cut at the mean of the folds'
+        # scaled cuts (1 where every fold kept its scale; FoldImageScore).
+        self.fold_image_scores, self.image_score, self.image_score_reason = fold_image_scores(models)
+        cuts = [score.scaled_cut for score in self.fold_image_scores]
+        self.image_threshold = float(np.mean(cuts)) if all(v is not None for v in cuts) else None
         for model in models:
             model.set_precision(precision)
         self.precision = precision
@@ -387,7 +468,7 @@ class AnomalyPredictor:
             return prepared.geometry.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(array)))
 
         final = file_mask(post if post is not None else raw)
-        score = folds_mean_image_score(fold_maps, prepared.region, self.image_score, self.side)
+        score = folds_scaled_image_score(fold_maps, prepared.region, self.fold_image_scores)
         return Prediction(
             name=prepared.name, map=image((to_file(maps) * prepared.file_region).astype(np.float32)),
             mask=image(final), mask_without_postprocessing=None if post is None else image(file_mask(raw)),
@@ -531,8 +612,9 @@ class AnomalyPredictor:
                                     for m in self.models},
                 "image_threshold": self.image_threshold,
                 # the score of a case: this reduction of its map inside the region, signed so that higher
-                # is more anomalous (autouad.selection.image_scores)
+                # is more anomalous (autouad.selection.image_scores), each fold's on its normal scale
                 "image_score": self.image_score, "image_score_reason": self.image_score_reason,
+                "fold_image_scores": {m.fold: vars(score) for m, score in zip(self.models, self.fold_image_scores)},
                 "postprocessing": None if self.postprocessing is None else plans_to_dict(self.postprocessing),
                 "save_maps": save_maps, "seconds": round(seconds, 2),
                 "num_predicted": len(done), "num_failed": len(failed), "cases": done, "failed": failed}
