@@ -10,8 +10,9 @@ fingerprint, for every fold. This script measures, on Kermany's 624 test X-rays,
 own choice of (image score, side) by its validation AUROC would give; here the "flipped" side is the
 score negated (AUROC 1 - a, no map recomputed), where the pipeline scores the negated map instead:
 
-* ``as_predicted``: the folds' mean score with the image score and side the pipeline chose (the
-  benchmark's row, as a check);
+* ``as_predicted``: the folds as calibrated in the work folder, predicted by the current
+  AnomalyPredictor (for folds calibrated before 2026-12-07 evening: one shared image score and side,
+  raw scores; the benchmark's row, as a check);
 * per fold: the test AUROC of the fold's own validation-chosen (score, side);
 * ``folds_by_rank``: the folds' signed scores combined by the mean of their ranks over the test
   images. The ranks use no labels, but they read the whole test set at once, which a predictor that
@@ -63,6 +64,13 @@ def recalibrated(work: Path, predictor):
     return AnomalyPredictor(predictor.models, source=predictor.source)
 
 
+def predicted_scores(predictor, images: Path, names: list[str]) -> np.ndarray:
+    """Each test image's score as autouad_predict gives it (predict_folder into a temporary folder)."""
+    with tempfile.TemporaryDirectory() as out:
+        predicted = predictor.predict_folder(images, Path(out) / "predictions")["cases"]
+    return np.array([predicted[n]["score"] for n in names])
+
+
 def method_row(work: Path, method: str, folds: list[int]) -> dict:
     from autouad.evaluation.evaluator import read_reference_labels
     from autouad.evaluation.metrics import roc_auc
@@ -79,7 +87,8 @@ def method_row(work: Path, method: str, folds: list[int]) -> dict:
     def vector(fold: int, how: str) -> np.ndarray:
         return np.array([per_fold[fold][how][n] for n in names])
 
-    as_predicted = np.mean([vector(f, predictor.image_score) for f in range(len(folds))], axis=0)
+    # the folds as calibrated in the work folder, predicted by today's predictor
+    as_predicted = predicted_scores(predictor, raw / "imagesTs", names)
     row = {"as_predicted": {"image_score": predictor.image_score, "test_auroc": roc_auc(as_predicted, truth)},
            "folds": {}}
     signed_ranks = []
@@ -98,9 +107,7 @@ def method_row(work: Path, method: str, folds: list[int]) -> dict:
             "test_auroc_chosen": roc_auc(scored, truth)}
     row["folds_by_rank"] = {"test_auroc": roc_auc(np.mean(signed_ranks, axis=0), truth)}
     pipeline = recalibrated(work, predictor)
-    with tempfile.TemporaryDirectory() as out:   # autouad_predict's own path, masks and all
-        predicted = pipeline.predict_folder(raw / "imagesTs", Path(out) / "predictions")["cases"]
-    scores = np.array([predicted[n]["score"] for n in names])
+    scores = predicted_scores(pipeline, raw / "imagesTs", names)
     row["pipeline"] = {"image_score": pipeline.image_score, "reason": pipeline.image_score_reason,
                        "image_threshold": pipeline.image_threshold, "test_auroc": roc_auc(scores, truth),
                        "test_flagged": float(np.mean(scores >= pipeline.image_threshold))}
