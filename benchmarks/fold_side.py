@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from image_scores import fold_test_scores  # noqa: E402  (after the sys.path lines)
-from quality import KERMANY, dataset_folder, machine_description, model_folder  # noqa: E402
+from quality import KERMANY, dataset_folder, model_folder  # noqa: E402
 
 
 def ranks(values: np.ndarray) -> np.ndarray:
@@ -123,6 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--results", type=Path, required=True)
     args = parser.parse_args(argv)
     from autouad.utils.files import load_json, save_json
+    from autouad.utils.machine import machine_description
 
     record = load_json(args.results) if args.results.is_file() else {"methods": {}}
     command = " ".join(["python", "benchmarks/fold_side.py", *(argv if argv is not None else sys.argv[1:])])

@@ -128,12 +128,10 @@ def main(argv=None) -> int:
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/image_scores_kermany.json"))
     parser.add_argument("--force", action="store_true", help="measure again the methods already in --results")
     args = parser.parse_args(argv)
-    import torch
-
     from autouad.utils.files import atomic_output, load_json, save_json
-    from speed import machine_description
+    from autouad.utils.machine import machine_description
 
-    machine = machine_description(torch.device("cpu"))
+    machine = machine_description("cpu")
     rows = load_json(args.results)["methods"] if args.results.is_file() else {}
     for method in args.methods:
         if method in rows and not args.force:

@@ -114,18 +114,16 @@ def main(argv=None) -> int:
         parser.error("--keep best_validation on BraTS-6 would choose on the masks of the patients it is scored on")
     spec, num_folds, scores = {"kermany": (KERMANY, None, kermany_scores), "brats": (BRATS, 2, brats_scores)}[args.dataset]
     output = args.output or REPO / "benchmarks" / "results" / f"keep_checkpoint_{args.dataset}.json"
-    import torch
-
     from autouad import api
     from autouad.utils.files import save_json
-    from autouad.utils.machine import processor_name
+    from autouad.utils.machine import machine_description
 
     work = args.work.resolve()
     for kind in ("raw", "preprocessed", "results"):
         (work / kind).mkdir(parents=True, exist_ok=True)
     raw = convert(spec, work)
     rows = json.loads(output.read_text()) if output.is_file() else {}
-    rows["machine"] = f"{processor_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    rows["machine"] = machine_description("cpu")
     command = "python benchmarks/keep_checkpoint.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for method in args.methods:
         start = time.perf_counter()

@@ -19,8 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import (KERMANY, METHODS, dataset_folder, machine_description,  # noqa: E402  (after the sys.path lines)
+from quality import (KERMANY, METHODS, dataset_folder,  # noqa: E402  (after the sys.path lines)
                      predict_kermany_method)
+from autouad.utils.machine import machine_description  # noqa: E402
 
 METRICS = ("auroc", "average_precision", "precision", "recall", "specificity", "f1")
 

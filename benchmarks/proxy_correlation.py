@@ -74,9 +74,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from autouad.evaluation.metrics import undefined_to_none
     from autouad.utils.files import save_json
-    from autouad.utils.machine import processor_name
+    from autouad.utils.machine import machine_description
     rows = [measure(args.work, DATASETS[d], args.folds) for d in args.datasets]
-    result = {"machine": processor_name(), "measured": time.strftime("%Y-%m-%d %H:%M"), "datasets": rows}
+    result = {"machine": machine_description(), "measured": time.strftime("%Y-%m-%d %H:%M"), "datasets": rows}
     save_json(undefined_to_none(result), args.output)
     for row in rows:
         print(f"{row['dataset']}: Spearman {row['spearman']:.2f} over {len(row['candidates'])} candidates; "

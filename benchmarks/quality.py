@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -50,6 +49,7 @@ sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 from autouad.cli.train import parse_settings  # noqa: E402  (after the sys.path line)
 from autouad.methods.registry import method_names  # noqa: E402
+from autouad.utils.machine import machine_description  # noqa: E402
 
 METHODS = tuple(method_names())
 FLAIR_LABEL_FREE, FLAIR_ORACLE, PIXEL_KNN = "FLAIR threshold (label-free)", "FLAIR threshold (oracle)", "pixel kNN"
@@ -418,15 +418,6 @@ def strip_stamp(row: dict) -> dict:
     """A row without where and when it was measured: its figures, as the JSON file holds them (a
     (mean, std) tuple reads back as a list)."""
     return json.loads(json.dumps({k: v for k, v in row.items() if k not in ("machine", "measured")}))
-
-
-def machine_description() -> str:
-    """Where a figure was measured: processor, cores, torch threads and version, GPU or CPU only."""
-    import torch
-
-    from autouad.utils.machine import processor_name
-    return (f"{processor_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
-            + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU only"))
 
 
 class Results:

@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))
 DATASET_ID = 901
 from autouad.methods.registry import method_names  # noqa: E402  (after the sys.path line)
 from autouad.utils.files import save_json  # noqa: E402
+from autouad.utils.machine import machine_description  # noqa: E402
 
 METHODS = tuple(method_names())
 
@@ -250,13 +251,6 @@ def prepare_workspace(workspace: Path, methods: list[str], schedule: str,
             save_json(pin_slice_size(plan.plans, slice_size).to_dict(), plan.plans_path)
         api.plan_and_preprocess(DATASET_ID, method=method, num_processes=1, steps=("preprocess",), **folders)
     return planned
-
-
-def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    from autouad.utils.machine import processor_name
-    return f"{processor_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def markdown_table(result: dict) -> str:

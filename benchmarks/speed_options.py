@@ -151,13 +151,13 @@ def main(argv=None) -> int:
         options = ("fp32",) + tuple(o for o in args.options if o != "fp32")
         print(json.dumps(measure(args.worker, args.workspace, args.train_steps, args.inference_batches, options)))
         return 0
-    from autouad.utils.machine import processor_name
+    from autouad.utils.machine import machine_description
     sys.path.insert(0, str(REPO / "benchmarks"))
     from speed import prepare_workspace
     with tempfile.TemporaryDirectory(prefix="autouad_speed_options_") as tmp:
         workspace = Path(tmp)
         prepare_workspace(workspace, args.methods, "fast")
-        result = {"machine": f"{processor_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        result = {"machine": machine_description("cpu"),
                   "measured": time.strftime("%Y-%m-%d %H:%M"), "methods": []}
         for method in args.methods:
             print(f"measuring {method} ...", file=sys.stderr, flush=True)

@@ -3,10 +3,20 @@ floating point on it."""
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
 import torch
+
+
+def machine_description(device: torch.device | str | None = None) -> str:
+    """Where a benchmark figure was measured, in words: processor, cores, torch threads and version,
+    and the GPU where ``device`` is one (``None``: where torch sees a GPU) or "CPU only". Every
+    benchmark writes this string beside its figures."""
+    on_gpu = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    return (f"{processor_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+            + (f", {torch.cuda.get_device_name(device)}" if on_gpu else ", CPU only"))
 
 
 def processor_name() -> str:
