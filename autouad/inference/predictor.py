@@ -302,7 +302,7 @@ def fold_image_scores(models: list) -> tuple[list[FoldImageScore], str, str]:
         how = "per fold: " + ", ".join(f"fold {m.fold} {s.how} ({s.side}, {s.direction})"
                                        for m, s in zip(models, scores))
     why = "each fold's own choice on its labelled validation images, the map's side not being fixed: " + "; ".join(
-        f"fold {m.fold}: {m.threshold.image['image_score_reason']}; side {m.threshold.image['side_reason']}"
+        f"fold {m.fold}: {m.threshold.image['image_score_reason']}; orientation: {m.threshold.image['side_reason']}"
         for m in models)
     return scores, how, why
 
