@@ -19,8 +19,8 @@ score negated (AUROC 1 - a, no map recomputed), where the pipeline scores the ne
   scores one image at a time cannot;
 * ``pipeline``: what autouad_predict gives since 2026-12-07 (evening): each fold recalibrated from
   its saved validation maps (autouad.calibration.thresholds.fold_threshold, in memory; the work
-  folder is not changed), so that it keeps its normal scale and, for ASC-Net, chooses its own score
-  and side (the other side: the scores of the negated map), and the test images predicted by
+  folder is not changed), so that it keeps its normal scale and, for ASC-Net, chooses its own score,
+  side (the other side: the scores of the negated map) and direction, and the test images predicted by
   AnomalyPredictor.predict_folder (the folds' scaled scores averaged image by image,
   autouad.inference.predictor.FoldImageScore).
 
@@ -52,7 +52,8 @@ def ranks(values: np.ndarray) -> np.ndarray:
 
 
 def recalibrated(work: Path, predictor):
-    """A predictor of the same folds, each recalibrated in memory from its saved validation maps."""
+    """A predictor of the same folds, each recalibrated in memory from its saved validation maps
+    (``predictor``'s models get the new thresholds too; nothing is written)."""
     from autouad.calibration.thresholds import fold_threshold, load_validation_maps
     from autouad.inference.predictor import AnomalyPredictor
 
