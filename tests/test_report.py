@@ -129,7 +129,8 @@ def make_folder_2d(root: Path) -> Path:
                        "outputs": {"mask": f"{case}.png", "map": f"maps/{case}.tif", "roi": f"rois/{case}.png"},
                        "anomalous_voxels": int(mask.sum()), "slices": 1, "score": scores[case],
                        "decision": int(scores[case] >= image_threshold)}
-    record = _record({"dataset": "Dataset002_Synthetic2D", "method": "ascnet", "image_threshold": image_threshold},
+    record = _record({"dataset": "Dataset002_Synthetic2D", "method": "ascnet", "image_threshold": image_threshold,
+                      "image_score": "per fold: fold 0 mean (above, higher), fold 1 top_k_mean (below, lower)"},
                      cases, {"broken.png": "broken.png: truncated PNG (no IEND chunk at the end)"}, None)
     (out / "predictions.json").write_text(json.dumps(record, indent=2))
     return out
@@ -182,6 +183,7 @@ def test_report_2d_sorted_by_score(tmp_path):
     text = page.read_text(encoding="utf-8")
     assert "broken.png" in text and "truncated PNG" in text
     assert "empty mask" in text and 'class="warnings"' not in text  # cxr_b has no lesion
+    assert "<dt>image score</dt><dd>per fold: fold 0 mean (above, higher)" in text  # how the scores were read
 
 
 def test_report_elsewhere_and_capped(tmp_path):

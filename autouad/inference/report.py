@@ -393,6 +393,8 @@ def _header(meta: dict, rows: list[CaseRow], failed: dict, warnings: list) -> li
         ("map", meta.get("map")), ("threshold", _number(meta.get("threshold"), 6)),
         ("anomalous side", meta.get("anomalous_side")),
         ("image threshold", _number(image_threshold, 6) if image_threshold is not None else None),
+        # how images were scored: one image score, or each ASC-Net fold's own orientation
+        ("image score", meta.get("image_score") if image_threshold is not None else None),
         ("input folder", meta.get("input_folder")),
         ("cases predicted", len(rows)), ("cases failed", len(failed)),
     ]
