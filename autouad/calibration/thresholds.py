@@ -145,6 +145,14 @@ def direction_sign(direction: str) -> float:
     return 1.0 if direction == "higher" else -1.0
 
 
+def oriented_image_score(maps: np.ndarray, region: np.ndarray, how: str, side: str, direction: str = "higher") -> float:
+    """The image score ``how`` of ``maps`` signed by ``side``, negated where ``direction`` is
+    ``lower``: higher is more anomalous in that orientation (calibration, a fold's validation
+    summary and prediction all score images through this)."""
+    from autouad.selection.image_scores import image_score
+    return direction_sign(direction) * image_score(side_sign(side) * maps, region, how)
+
+
 def image_scale_of(entry: dict, direction: str) -> tuple[float, float] | None:
     """(median, cut) of a ``by_image_score`` entry's normal images, in ``direction``: ``lower``
     negates the scores, so the median turns over and the cut is the negated opposite percentile."""
@@ -184,15 +192,16 @@ class Threshold:
         return (self.image or {}).get("direction") or "higher"
 
     def image_cut(self, how: str) -> float | None:
-        """The image-level cut for the image score ``how``: the fold's own when it used ``how``, else
-        the one calibrated beside it (None where the fold measured only its own, as before image
-        scores were compared)."""
+        """The image-level cut for the image score ``how`` on the map's side, higher more anomalous:
+        the one calibrated for ``how``, or the fold's own cut where the fold measured only its own
+        (before image scores were compared); None otherwise. (``image["value"]`` is the cut of the
+        fold's own orientation, which for ASC-Net may be the other side or direction.)"""
         if self.image is None:
             return None
-        if how == self.image.get("image_score", "mean"):
-            return float(self.image["value"])
-        other = (self.image.get("by_image_score") or {}).get(how)
-        return None if other is None else float(other["value"])
+        calibrated = (self.image.get("by_image_score") or {}).get(how)
+        if calibrated is not None:
+            return float(calibrated["value"])
+        return float(self.image["value"]) if how == self.image.get("image_score", "mean") else None
 
     def image_scale(self, how: str, side: str, direction: str = "higher") -> tuple[float, float] | None:
         """(median, cut) of the normal validation images' ``how`` scores of maps signed by ``side``,
@@ -336,7 +345,7 @@ def calibrate_image_threshold(cases: list[CaseMaps], side: str, percentile: floa
     measured too (``other_side_by_image_score``), both directions of every score are kept
     (``opposite_value``, the opposite percentile), and all are candidates (choose_image_orientation)."""
     from autouad.evaluation.metrics import roc_auc
-    from autouad.selection.image_scores import IMAGE_SCORES, MIN_IMAGES_PER_CLASS, choose_image_score, image_score
+    from autouad.selection.image_scores import IMAGE_SCORES, MIN_IMAGES_PER_CLASS, choose_image_score
     normal = np.array([case.is_reference.all() for case, _ in cases])
     if not normal.any():
         raise CalibrationError("no normal validation images to calibrate the image-level threshold on")
@@ -345,10 +354,9 @@ def calibrate_image_threshold(cases: list[CaseMaps], side: str, percentile: floa
     measurable = min(np.count_nonzero(labels == 0), np.count_nonzero(labels == 1)) >= MIN_IMAGES_PER_CLASS
 
     def measured(on_side: str) -> dict:
-        sign = side_sign(on_side)
         by_score = {}
         for how in IMAGE_SCORES:
-            scores = np.array([image_score(sign * maps, case.region, how) for case, maps in cases])
+            scores = np.array([oriented_image_score(maps, case.region, how, on_side) for case, maps in cases])
             by_score[how] = {"value": float(np.percentile(scores[normal], percentile)),
                              "normal_median": float(np.median(scores[normal])),
                              "validation_auroc": roc_auc(scores[known], labels[known]) if measurable else None}

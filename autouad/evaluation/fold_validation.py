@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autouad.calibration.thresholds import CaseMaps, Threshold, anomalous, direction_sign, side_sign
-from autouad.selection.image_scores import image_score
+from autouad.calibration.thresholds import CaseMaps, Threshold, anomalous, oriented_image_score
 from autouad.evaluation.metrics import undefined_to_none
 from autouad.evaluation.scoring import CaseOutcome, score_cases
 from autouad.postprocessing.morphology import postprocess_slices
@@ -31,8 +30,7 @@ def case_outcome(case, maps: np.ndarray, threshold: Threshold, postprocessing) -
                           mask_without_postprocessing=raw if pp else None, map=maps, region=region)
     if threshold.image is not None and case.is_2d and case.label is not None:
         how = threshold.image.get("image_score", "mean")
-        score = direction_sign(threshold.image_direction) * image_score(side_sign(threshold.image_side) * maps,
-                                                                        region, how)
+        score = oriented_image_score(maps, region, how, threshold.image_side, threshold.image_direction)
         outcome.label, outcome.score, outcome.decision = case.label, score, int(score >= threshold.image_value)
     return outcome
 

@@ -32,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from autouad.calibration.thresholds import anomalous, direction_sign, side_sign
+from autouad.calibration.thresholds import anomalous, oriented_image_score
 from autouad.dataset.raw_dataset import CaseFiles
 from autouad.dataset.validation import LoadedCase, case_from_images, load_case
 from autouad.inference.inputs import InputCase, find_input_cases
@@ -44,7 +44,6 @@ from autouad.postprocessing.morphology import postprocess_slices
 from autouad.preprocessing.cases import slice_region
 from autouad.preprocessing.foreground import foreground_mask
 from autouad.preprocessing.preprocessor import CasePreprocessor, restore_to_file_array
-from autouad.selection.image_scores import image_score
 from autouad.utils.files import remove_stale_temporaries, save_json
 from autouad.utils.images import Geometry
 from autouad.utils.progress import progress
@@ -121,8 +120,7 @@ class FoldImageScore:
         return None if self.cut is None else (self.cut - self.center) / self.scale
 
     def __call__(self, maps: np.ndarray, region: np.ndarray) -> float:
-        raw = direction_sign(self.direction) * image_score(side_sign(self.side) * maps, region, self.how)
-        return (raw - self.center) / self.scale
+        return (oriented_image_score(maps, region, self.how, self.side, self.direction) - self.center) / self.scale
 
 
 def folds_scaled_image_score(fold_maps: list[np.ndarray], region: np.ndarray,
